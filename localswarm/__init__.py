@@ -1,0 +1,7 @@
+"""localswarm: a swarm of small coding LLMs behind one OpenAI-compatible API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
