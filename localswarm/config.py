@@ -1,0 +1,154 @@
+"""Typed settings: defaults < ``config.yaml`` < ``LOCALSWARM_*`` environment < flags.
+
+Every field of :class:`Settings` can be set in ``~/.config/localswarm/config.yaml``
+(``LOCALSWARM_CONFIG`` names another file), overridden by an environment variable
+``LOCALSWARM_<FIELD>`` (upper case) and finally by a command-line flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localswarm import paths
+from localswarm.errors import ConfigError
+
+STREAM_MODES = ("consensus", "fastest")
+STRATEGIES = ("similarity", "quality", "fastest")
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """All knobs of a swarm. Field comments are the user-facing documentation."""
+
+    # What to run.
+    model: str = "embedded"  # "embedded", a .gguf path, or family:size:quant
+    instances: int | None = None  # None: planned (2 for the embedded model on CPU)
+    llama_server: str | None = None  # explicit llama-server binary
+    threads: int | None = None  # CPU threads shared by all instances (None: all cores)
+    ctx_size: int = 4096  # context per slot
+    parallel: int = 2  # slots per instance (concurrent requests each can decode)
+    extra_args: list[str] = field(default_factory=list)  # appended to llama-server argv
+
+    # Where to serve.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # How to vote.
+    stream_mode: str = "consensus"  # consensus: vote then stream; fastest: relay first
+    strategy: str = "similarity"
+    quorum: float | None = None  # share of instances that ends the wait; None: majority
+    similarity_threshold: float = 0.8
+    temperature: float = 0.8  # used when the client sends none (diversity for the vote)
+    instance_timeout: float = 300.0  # a slower instance is left out of the vote
+    keepalive_interval: float = 2.0  # ": keep-alive" comment lines while voting
+
+    # How to supervise.
+    health_interval: float = 5.0
+    health_timeout: float = 3.0
+    start_timeout: float = 120.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_fast_failures: int = 5  # consecutive failures within fast_failure_window → FATAL
+    fast_failure_window: float = 30.0
+    stop_grace: float = 10.0  # SIGTERM → SIGKILL
+
+    # Limits.
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.stream_mode not in STREAM_MODES:
+            raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.instances is not None and not 1 <= self.instances <= 64:
+            raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, not {self.port}")
+        if self.parallel < 1 or self.ctx_size < 128:
+            raise ConfigError("parallel must be >= 1 and ctx_size >= 128")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("LOCALSWARM_CONFIG") or paths.config_dir() / "config.yaml")
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn a YAML or environment value into the field's type, or raise ConfigError."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if args and typing.get_origin(hint) is not list else hint
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{name} may not be empty")
+    try:
+        if typing.get_origin(base) is list or base is list:
+            if isinstance(value, str):
+                return value.split()
+            if isinstance(value, list):
+                return [str(v) for v in value]
+            raise TypeError
+        if base is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if base in (int, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return base(value)
+        if base is str:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot use {value!r} as {getattr(base, '__name__', base)}") from None
+    return value
+
+
+def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None) -> Settings:
+    """Build settings from the config file, the environment and explicit overrides.
+
+    ``overrides`` holds flag values; ``None`` values mean "flag not given".
+    """
+    types = _field_types()
+    values: dict[str, Any] = {}
+    path = path or config_file()
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        for key, value in data.items():
+            key = str(key).replace("-", "_")
+            if key not in types:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value, types[key])
+    for key, hint in types.items():
+        env = os.environ.get(f"LOCALSWARM_{key.upper()}")
+        if env is not None:
+            values[key] = _coerce(f"LOCALSWARM_{key.upper()}", env, hint)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in types:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, value, types[key])
+    return Settings(**values)

@@ -1,0 +1,78 @@
+"""The Starlette app: one lifespan owns the supervisor and the pooled HTTP client."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from localswarm.config import Settings
+from localswarm.gateway.errors import APIError
+from localswarm.gateway.routes import ROUTES
+from localswarm.gateway.state import GatewayState
+from localswarm.supervisor.instance import InstanceTiming
+from localswarm.supervisor.supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+def timing_from(settings: Settings) -> InstanceTiming:
+    return InstanceTiming(
+        health_interval=settings.health_interval,
+        health_timeout=settings.health_timeout,
+        start_timeout=settings.start_timeout,
+        backoff_initial=settings.backoff_initial,
+        backoff_max=settings.backoff_max,
+        max_fast_failures=settings.max_fast_failures,
+        fast_failure_window=settings.fast_failure_window,
+        stop_grace=settings.stop_grace,
+        busy_grace=settings.instance_timeout + 30,
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: f"Unknown route {request.url.path}.", 405: f"Method {request.method} not allowed on {request.url.path}."}
+    return APIError(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
+                    code="not_found" if exc.status_code == 404 else None).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s", request.url.path)
+    return APIError(500, "The gateway hit an internal error; see its log.", code="internal_error").response()
+
+
+def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> Starlette:
+    """Build the gateway around a (not yet started) supervisor."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        n = len(supervisor.instances)
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max(16, n * settings.parallel * 4), max_keepalive_connections=n * 4),
+            timeout=httpx.Timeout(settings.instance_timeout, connect=5.0),
+        )
+        app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id)
+        supervisor.start()
+        try:
+            yield
+        finally:
+            await supervisor.stop()
+            await client.aclose()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
+    )

@@ -1,0 +1,195 @@
+"""Send one request to every ready instance, gather answers until quorum or timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from localswarm.consensus import Candidate
+from localswarm.gateway.errors import APIError
+from localswarm.supervisor.instance import Instance
+
+logger = logging.getLogger(__name__)
+
+# Fields the gateway owns: never forwarded as the client sent them.
+_OWNED = {"stream", "stream_options", "n", "localswarm", "localswarm_strategy"}
+
+
+def instance_bodies(body: dict[str, Any], count: int, *, default_temperature: float) -> list[dict[str, Any]]:
+    """One upstream body per instance: distinct seeds so the vote sees diverse samples."""
+    base = {k: v for k, v in body.items() if k not in _OWNED}
+    if base.get("temperature") is None:
+        base["temperature"] = default_temperature
+    if base.get("max_tokens") is None and base.get("max_completion_tokens") is not None:
+        base["max_tokens"] = base["max_completion_tokens"]
+    base.pop("max_completion_tokens", None)
+    seed = body.get("seed")
+    first = seed if isinstance(seed, int) and not isinstance(seed, bool) else random.randrange(2**31)
+    return [{**base, "seed": (first + i) % 2**32} for i in range(count)]
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, message: str, type_: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type_
+
+
+def upstream_error(resp: httpx.Response) -> UpstreamError:
+    message = resp.text[:500]
+    type_ = None
+    with contextlib.suppress(Exception):
+        err = resp.json().get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            type_ = err.get("type")
+        elif isinstance(err, str):
+            message = err
+    return UpstreamError(resp.status_code, message, type_)
+
+
+@dataclass
+class Sample:
+    instance: Instance
+    response: dict[str, Any]
+    candidate: Candidate
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.response.get("usage") or {}
+
+
+@dataclass
+class Gathered:
+    samples: list[Sample] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # instance → why it is not in the vote
+    errors: list[UpstreamError] = field(default_factory=list)
+    early_stop: bool = False
+    asked: int = 0
+
+
+def to_candidate(name: str, response: dict[str, Any], latency: float) -> Candidate:
+    choice = (response.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    return Candidate(
+        id=name,
+        text=message.get("content") or "",
+        tool_calls=message.get("tool_calls") or [],
+        finish_reason=choice.get("finish_reason"),
+        latency_s=latency,
+    )
+
+
+def record(inst: Instance, started: float, response: dict[str, Any] | None) -> None:
+    """Account one finished upstream request in the instance's stats."""
+    latency = time.monotonic() - started
+    if response is None:
+        inst.stats.failures += 1
+        return
+    inst.stats.latency_total += latency
+    usage = response.get("usage") or {}
+    timings = response.get("timings") or {}
+    tokens = int(usage.get("completion_tokens") or timings.get("predicted_n") or 0)
+    inst.stats.completion_tokens += tokens
+    predicted_ms = timings.get("predicted_ms")
+    inst.stats.generation_seconds += (predicted_ms / 1000) if predicted_ms else latency
+
+
+async def call_instance(
+    client: httpx.AsyncClient, inst: Instance, path: str, body: dict[str, Any], timeout: float
+) -> Sample:
+    """POST to one instance (non-streamed). Cancellation closes the connection, which frees the slot."""
+    inst.stats.requests += 1
+    inst.stats.in_flight += 1
+    started = time.monotonic()
+    response: dict[str, Any] | None = None
+    try:
+        resp = await client.post(
+            inst.base_url + path,
+            json=body,
+            headers=inst.auth_headers(),
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+        if resp.status_code != 200:
+            raise upstream_error(resp)
+        response = resp.json()
+        return Sample(inst, response, to_candidate(inst.name, response, time.monotonic() - started))
+    finally:
+        inst.stats.in_flight -= 1
+        record(inst, started, response)
+
+
+async def gather(
+    client: httpx.AsyncClient,
+    instances: list[Instance],
+    bodies: list[dict[str, Any]],
+    *,
+    timeout: float,
+    path: str = "/v1/chat/completions",
+    quorum: Callable[[list[Candidate], int], bool] | None = None,
+) -> Gathered:
+    """Fan out; return when all answered, a quorum agrees, or the timeout strikes.
+
+    Stragglers are cancelled (their connections closed) and named in ``failed``.
+    """
+    result = Gathered(asked=len(instances))
+    tasks = {
+        asyncio.create_task(call_instance(client, inst, path, body, timeout), name=f"fanout-{inst.name}"): inst
+        for inst, body in zip(instances, bodies)
+    }
+    pending = set(tasks)
+    deadline = time.monotonic() + timeout
+    try:
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                for task in pending:
+                    result.failed[tasks[task].name] = f"timed out after {timeout:g}s"
+                break
+            for task in done:
+                name = tasks[task].name
+                exc = task.exception()
+                if exc is None:
+                    result.samples.append(task.result())
+                elif isinstance(exc, UpstreamError):
+                    result.errors.append(exc)
+                    result.failed[name] = f"HTTP {exc.status}: {exc.message}"
+                else:
+                    result.failed[name] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    logger.warning("%s failed: %r", name, exc)
+            if pending and quorum and result.samples and quorum(
+                [s.candidate for s in result.samples], len(instances)
+            ):
+                result.early_stop = True
+                for task in pending:
+                    result.failed[tasks[task].name] = "cancelled: quorum reached"
+                break
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return result
+
+
+def raise_for_nothing(gathered: Gathered) -> None:
+    """No sample came back: answer with the instances' own 4xx if they agree, else 502/504."""
+    if gathered.samples:
+        return
+    client_errors = [e for e in gathered.errors if 400 <= e.status < 500]
+    if client_errors:
+        e = client_errors[0]
+        code = "context_length_exceeded" if "context" in e.message.lower() else None
+        raise APIError(400 if e.status != 404 else 404, e.message, code=code)
+    reasons = "; ".join(f"{k}: {v}" for k, v in gathered.failed.items())
+    if gathered.failed and all(v.startswith("timed out") for v in gathered.failed.values()):
+        raise APIError(504, f"No instance answered in time ({reasons}).", code="upstream_timeout")
+    raise APIError(502, f"Every instance failed ({reasons or 'no instance asked'}).", code="upstream_error")

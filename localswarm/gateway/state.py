@@ -1,0 +1,65 @@
+"""What the routes share: settings, the supervisor, the pooled client, counters."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from localswarm import __version__
+from localswarm.config import Settings
+from localswarm.consensus import VoteResult
+from localswarm.supervisor.supervisor import Supervisor
+
+SWARM_ALIASES = ("swarm", "localswarm")
+
+
+@dataclass
+class VoteStats:
+    votes: int = 0
+    early_stops: int = 0
+    confidence_total: float = 0.0
+    degenerate: int = 0
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    supervisor: Supervisor
+    client: httpx.AsyncClient
+    model_id: str
+    started_at: float = field(default_factory=time.time)
+    votes: VoteStats = field(default_factory=VoteStats)
+
+    def model_ids(self) -> list[str]:
+        """The served model and its aliases; any other name a client sends maps here too."""
+        return [self.model_id, *[a for a in SWARM_ALIASES if a != self.model_id]]
+
+    def record_vote(self, result: VoteResult, gathered: Any) -> None:
+        self.votes.votes += 1
+        self.votes.confidence_total += result.confidence
+        self.votes.early_stops += int(bool(gathered.early_stop))
+        self.votes.degenerate += int(bool(result.degenerate))
+
+    def status(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "version": __version__,
+            "model": self.model_id,
+            "base_url": f"http://{s.host}:{s.port}/v1",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "stream_mode": s.stream_mode,
+            "strategy": s.strategy,
+            "ready": len(self.supervisor.ready_instances()),
+            "instances": self.supervisor.status(),
+            "votes": {
+                "count": self.votes.votes,
+                "early_stops": self.votes.early_stops,
+                "degenerate": self.votes.degenerate,
+                "mean_confidence": (
+                    round(self.votes.confidence_total / self.votes.votes, 3) if self.votes.votes else None
+                ),
+            },
+        }

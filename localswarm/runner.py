@@ -1,0 +1,216 @@
+"""Programmatic entry points behind the CLI: run a swarm in the foreground, detach, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import uvicorn
+
+from localswarm import paths, statefile
+from localswarm.backends.llama_server import (
+    EMBEDDED_MODEL_ID,
+    LlamaServerBackend,
+    embedded_model_path,
+    find_llama_server,
+)
+from localswarm.config import Settings
+from localswarm.errors import ConfigError, LocalSwarmError, ModelNotFound
+from localswarm.gateway.app import create_app, timing_from
+from localswarm.supervisor import proc
+from localswarm.supervisor.supervisor import Supervisor
+
+logger = logging.getLogger("localswarm")
+
+DEFAULT_INSTANCES = 2
+
+
+@dataclass
+class ResolvedModel:
+    path: Path
+    model_id: str
+    embedded: bool
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """``embedded`` or a local ``.gguf`` path. (Registry ids are planned in models/planner.)"""
+    if spec in ("embedded", "", None):
+        return ResolvedModel(embedded_model_path(), EMBEDDED_MODEL_ID, True)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        if not path.is_file():
+            raise ModelNotFound(f"model file not found: {path}")
+        return ResolvedModel(path.resolve(), path.stem.lower(), False)
+    raise ModelNotFound(f"unknown model {spec!r}: give 'embedded' or a path to a .gguf file")
+
+
+def build_backend(settings: Settings, model: ResolvedModel) -> LlamaServerBackend:
+    return LlamaServerBackend(
+        binary=find_llama_server(settings.llama_server),
+        model_path=model.path,
+        model_id=model.model_id,
+        ctx_size=settings.ctx_size,
+        parallel=settings.parallel,
+        extra_args=tuple(settings.extra_args),
+    )
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (choose another with --port)") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
+    base = f"http://{settings.host}:{settings.port}/v1"
+    return "\n".join(
+        [
+            f"localswarm is up (pid {pid})",
+            f"  model:      {model_id}",
+            f"  instances:  {instances} × llama-server, {settings.stream_mode} streaming, {settings.strategy} vote",
+            f"  OpenAI API: {base}",
+            f"  try:        curl {base}/chat/completions -H 'content-type: application/json' "
+            "-d '{\"model\":\"swarm\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'",
+        ]
+    )
+
+
+def run(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> int:
+    """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
+    model = resolve_model(settings.model)
+    backend = build_backend(settings, model)
+    instances = settings.instances or DEFAULT_INSTANCES
+    _check_port(settings.host, settings.port)
+    supervisor = Supervisor(
+        backend,
+        instances=instances,
+        log_dir=paths.state_dir() / "logs",
+        timing=timing_from(settings),
+        threads=settings.threads,
+    )
+    app = create_app(settings, supervisor, model_id=model.model_id)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.stop_grace),
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    pid = os.getpid()
+    state = {
+        "pid": pid,
+        "host": settings.host,
+        "port": settings.port,
+        "base_url": f"http://{settings.host}:{settings.port}/v1",
+        "model": model.model_id,
+        "instances": instances,
+        "started_at": time.time(),
+        "state": "starting",
+    }
+    statefile.write(state)
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        if await supervisor.wait_ready(settings.start_timeout + 5):
+            statefile.write({**state, "state": "ready"})
+            text = summary(settings, model.model_id, instances, pid)
+            (on_ready or print)(text)
+        else:
+            logger.error("no instance became ready; see logs in %s", paths.state_dir() / "logs")
+            server.should_exit = True
+
+    async def main() -> None:
+        watcher = asyncio.ensure_future(announce())
+        try:
+            await server.serve()
+        finally:
+            watcher.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        statefile.remove(pid)
+    return 0 if server.started else 1
+
+
+def detach(argv: list[str], settings: Settings, *, timeout: float | None = None) -> dict[str, Any]:
+    """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
+    log_path = paths.state_dir() / "gateway.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "localswarm", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + (timeout or settings.start_timeout + 30)
+    url = f"http://{settings.host}:{settings.port}/health"
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise LocalSwarmError(f"the swarm exited with code {child.returncode}:\n" + "\n".join(tail))
+        data = statefile.read()
+        if data and data.get("pid") == child.pid and data.get("state") == "ready":
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return {**data, "log": str(log_path)}
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    proc.terminate(child.pid)
+    raise LocalSwarmError(f"the swarm did not become ready in time; see {log_path}")
+
+
+def down(timeout: float = 30.0) -> str:
+    """Stop the swarm named in the state file: SIGTERM, then SIGKILL after ``timeout``."""
+    data = statefile.read()
+    if not data:
+        return "no swarm is running"
+    pid = int(data["pid"])
+    if not proc.is_alive(pid):
+        statefile.remove()
+        return f"swarm (pid {pid}) was not running; removed its stale state"
+    proc.terminate(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.is_alive(pid):
+        time.sleep(0.1)
+    if proc.is_alive(pid):
+        proc.kill(pid)
+        time.sleep(0.5)
+    statefile.remove()
+    return f"stopped swarm (pid {pid})"
+
+
+def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
+    data = statefile.read()
+    if not data:
+        return None
+    url = f"http://{data['host']}:{data['port']}/localswarm/status"
+    try:
+        resp = httpx.get(url, timeout=timeout)
+        return resp.json()
+    except (httpx.HTTPError, ValueError):
+        return {"state": data.get("state", "unknown"), "pid": data.get("pid"), "unreachable": True, **data}

@@ -1,0 +1,293 @@
+"""One inference-server process: start, readiness, health checks, restart with backoff, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from localswarm.backends.base import Backend
+from localswarm.supervisor import proc
+from localswarm.supervisor.states import State, check_transition
+
+logger = logging.getLogger(__name__)
+
+UNHEALTHY_AFTER = 3  # consecutive failed health checks of an idle instance
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class InstanceStats:
+    requests: int = 0
+    failures: int = 0
+    in_flight: int = 0
+    latency_total: float = 0.0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+    restarts: int = 0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        done = self.requests - self.failures
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "in_flight": self.in_flight,
+            "avg_latency_s": round(self.latency_total / done, 3) if done > 0 else None,
+            "tokens_per_s": (
+                round(self.completion_tokens / self.generation_seconds, 1) if self.generation_seconds > 0 else None
+            ),
+            "completion_tokens": self.completion_tokens,
+            "restarts": self.restarts,
+        }
+
+
+@dataclass(kw_only=True)
+class InstanceTiming:
+    health_interval: float = 5.0
+    health_timeout: float = 3.0
+    start_timeout: float = 120.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_fast_failures: int = 5
+    fast_failure_window: float = 30.0
+    stop_grace: float = 10.0
+    busy_grace: float = 330.0  # how long a busy instance may fail health checks
+
+
+@dataclass(eq=False)
+class Instance:
+    """A supervised process. The supervisor owns it; the gateway only reads it."""
+
+    name: str
+    backend: Backend
+    threads: int
+    seed: int
+    log_dir: Path
+    client: httpx.AsyncClient
+    timing: InstanceTiming = field(default_factory=InstanceTiming)
+    on_state: Callable[[Instance, State, State], None] | None = None
+
+    state: State = State.STOPPED
+    port: int = 0
+    api_key: str = ""
+    process: asyncio.subprocess.Process | None = None
+    stats: InstanceStats = field(default_factory=InstanceStats)
+    last_error: str | None = None
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+    _ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # -- what the gateway reads ---------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.returncode is None else None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    # -- state machine ------------------------------------------------------------------
+    def swap_state(self, expected: State | tuple[State, ...], new: State) -> None:
+        """The only way state changes: validate, log, notify."""
+        allowed = expected if isinstance(expected, tuple) else (expected,)
+        if self.state not in allowed:
+            raise RuntimeError(f"{self.name}: expected state {allowed}, found {self.state.value}")
+        check_transition(self.state, new)
+        old, self.state = self.state, new
+        logger.info("%s: %s -> %s", self.name, old.value, new.value)
+        if new is State.READY:
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()
+        if self.on_state:
+            self.on_state(self, old, new)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the run loop (returns at once; see :meth:`wait_ready`)."""
+        if self._task and not self._task.done():
+            raise RuntimeError(f"Cannot start {self.name}: already running")
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"instance-{self.name}")
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        """Drain in-flight requests, SIGTERM, SIGKILL after the grace period, reap."""
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.state is State.STOPPED:
+            return
+        if self.state is not State.STOPPING:
+            self.swap_state(tuple(State), State.STOPPING)
+        await asyncio.shield(self._terminate(drain=True))
+        self.swap_state(State.STOPPING, State.STOPPED)
+
+    async def _run(self) -> None:
+        failures: list[float] = []
+        delay = self.timing.backoff_initial
+        while not self._stopping:
+            self.swap_state((State.STOPPED, State.BACKOFF, State.FATAL), State.STARTING)
+            started = time.monotonic()
+            reason = await self._start_once()
+            if reason is None:
+                self.swap_state(State.STARTING, State.READY)
+                reason = await self._watch()
+            await self._terminate(drain=False)
+            self.last_error = reason
+            now = time.monotonic()
+            if now - started > self.timing.fast_failure_window:
+                failures.clear()
+                delay = self.timing.backoff_initial
+            failures.append(now)
+            if len(failures) >= self.timing.max_fast_failures:
+                self.swap_state((State.STARTING, State.READY), State.FATAL)
+                logger.error(
+                    "%s: gave up after %d fast failures; last: %s (log: %s)",
+                    self.name, len(failures), reason, self.log_path,
+                )
+                return
+            self.swap_state((State.STARTING, State.READY), State.BACKOFF)
+            logger.warning("%s: %s; restarting in %.1fs", self.name, reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.timing.backoff_max)
+            self.stats.restarts += 1
+
+    async def _start_once(self) -> str | None:
+        """Spawn and wait for /health 200. Returns why it failed, or None when ready."""
+        self.port = free_port()
+        self.api_key = secrets.token_urlsafe(24)
+        spec = self.backend.launch_spec(port=self.port, api_key=self.api_key, threads=self.threads, seed=self.seed)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec.argv)}\n".encode())
+            log.flush()
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    *proc.orphan_guard_argv(spec.argv),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    cwd=spec.cwd,
+                    **proc.spawn_kwargs(),
+                )
+            except OSError as exc:
+                return f"cannot execute {spec.argv[0]}: {exc}"
+        deadline = time.monotonic() + self.timing.start_timeout
+        url = self.base_url + self.backend.health_path()
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                return f"exited with code {self.process.returncode} while starting"
+            try:
+                resp = await self.client.get(url, timeout=self.timing.health_timeout)
+                if resp.status_code == 200:
+                    return None
+            except httpx.HTTPError as exc:
+                logger.debug("%s: not up yet: %r", self.name, exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 0.2)
+        return f"not ready after {self.timing.start_timeout:.0f}s"
+
+    async def _watch(self) -> str:
+        """While READY: wait for the process to exit or for health checks to fail."""
+        assert self.process is not None
+        exited = asyncio.ensure_future(self.process.wait())
+        failures = 0
+        last_ok = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({exited}, timeout=self.timing.health_interval)
+                if done:
+                    return f"exited with code {self.process.returncode}"
+                if await self._healthy():
+                    failures, last_ok = 0, time.monotonic()
+                    continue
+                failures += 1
+                busy = self.stats.in_flight > 0
+                # A busy server answers health checks slowly: never kill it for that alone.
+                if failures >= UNHEALTHY_AFTER and (
+                    not busy or time.monotonic() - last_ok > self.timing.busy_grace
+                ):
+                    return f"unhealthy ({failures} failed health checks)"
+        finally:
+            exited.cancel()
+
+    async def _healthy(self) -> bool:
+        try:
+            resp = await self.client.get(
+                self.base_url + self.backend.health_path(), timeout=self.timing.health_timeout
+            )
+            return resp.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _terminate(self, *, drain: bool) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        if drain:
+            deadline = time.monotonic() + self.timing.stop_grace
+            while self.stats.in_flight > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        proc.terminate(process.pid)
+        try:
+            await asyncio.wait_for(process.wait(), self.timing.stop_grace)
+        except asyncio.TimeoutError:
+            logger.warning("%s: did not stop in %.0fs, killing", self.name, self.timing.stop_grace)
+            proc.kill(process.pid)
+            await process.wait()
+
+    def info(self) -> dict[str, object]:
+        """A JSON-able snapshot for `localswarm status`."""
+        memory = None
+        if self.pid:
+            with contextlib.suppress(Exception):
+                import psutil
+
+                memory = psutil.Process(self.pid).memory_info().rss
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "port": self.port,
+            "pid": self.pid,
+            "threads": self.threads,
+            "memory_rss": memory,
+            "last_error": self.last_error,
+            "log": str(self.log_path),
+            **self.stats.as_dict(),
+        }

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""FAKE llama-server for tests: a real process speaking llama-server's HTTP protocol.
+
+It is NOT llama.cpp. It exists for what the embedded 135M model cannot show (tool calls,
+chosen disagreements) and for fault injection. It accepts llama-server's argv and reads
+its behaviour from the environment:
+
+- ``FAKE_REPLIES``: JSON list; instance ``i`` (its ``-s`` seed minus 1000) answers
+  ``FAKE_REPLIES[i % len]``, each either a string (content) or an object
+  ``{"content": ..., "tool_calls": [...], "finish_reason": ..., "delay": seconds}``.
+- ``FAKE_LOAD_DELAY``: seconds of answering 503 "Loading model" before ready.
+- ``FAKE_DELAY``: seconds to wait before answering a completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--host", default="127.0.0.1")
+parser.add_argument("--port", type=int, default=8080)
+parser.add_argument("--alias", "-a", default="fake-model")
+parser.add_argument("-s", "--seed", type=int, default=1000)
+parser.add_argument("-c", "--ctx-size", type=int, default=4096)
+parser.add_argument("-np", "--parallel", type=int, default=1)
+args, _ = parser.parse_known_args()
+
+API_KEY = os.environ.get("LLAMA_API_KEY", "")
+STARTED = time.monotonic()
+LOAD_DELAY = float(os.environ.get("FAKE_LOAD_DELAY", "0"))
+DELAY = float(os.environ.get("FAKE_DELAY", "0"))
+REPLIES = json.loads(os.environ.get("FAKE_REPLIES", '["Hello from a fake llama-server."]'))
+INDEX = args.seed - 1000
+COUNTERS = {"requests": 0, "prompt_tokens": 0, "predicted": 0}
+LOCK = threading.Lock()
+
+
+def reply() -> dict:
+    r = REPLIES[INDEX % len(REPLIES)]
+    return {"content": r} if isinstance(r, str) else r
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *a: object) -> None:
+        sys.stderr.write("fake-llama-server: " + fmt % a + "\n")
+
+    def _json(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _loading(self) -> bool:
+        if time.monotonic() - STARTED < LOAD_DELAY:
+            self._json(503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        if self._loading():
+            return
+        if self.path in ("/health", "/v1/health"):
+            self._json(200, {"status": "ok"})
+        elif self.path in ("/v1/models", "/models"):
+            self._json(200, {"object": "list", "data": [{"id": args.alias, "object": "model", "owned_by": "fake"}]})
+        elif self.path == "/metrics":
+            text = (
+                "# HELP llamacpp:requests_processing fake\n# TYPE llamacpp:requests_processing gauge\n"
+                "llamacpp:requests_processing 0\n"
+                f"# TYPE llamacpp:tokens_predicted_total counter\nllamacpp:tokens_predicted_total {COUNTERS['predicted']}\n"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+        else:
+            self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+    def do_POST(self) -> None:
+        if self._loading():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        auth = self.headers.get("Authorization", "")
+        if API_KEY and auth != f"Bearer {API_KEY}" and self.headers.get("X-Api-Key") != API_KEY:
+            self._json(401, {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}})
+            return
+        if self.path not in ("/v1/chat/completions", "/chat/completions"):
+            self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+            return
+        body = json.loads(raw)
+        r = reply()
+        time.sleep(float(r.get("delay", DELAY)))
+        content = r.get("content")
+        tool_calls = r.get("tool_calls")
+        finish = r.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body["messages"]) + 5
+        completion_tokens = len((content or "").split()) + (len(json.dumps(tool_calls)) // 4 if tool_calls else 0)
+        with LOCK:
+            COUNTERS["requests"] += 1
+            COUNTERS["predicted"] += completion_tokens
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        message: dict = {"role": "assistant", "content": content}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        if not body.get("stream"):
+            self._json(200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                "model": args.alias, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage, "timings": {"predicted_n": completion_tokens, "predicted_ms": 10.0},
+            })
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+        def event(obj: object) -> None:
+            self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+            self.wfile.flush()
+
+        def chunk(delta: dict, fin: str | None = None) -> dict:
+            return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": args.alias, "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+
+        event(chunk({"role": "assistant", "content": None}))
+        for word in (content or "").split(" "):
+            event(chunk({"content": word + " "}))
+        for i, call in enumerate(tool_calls or []):
+            event(chunk({"tool_calls": [{"index": i, **call}]}))
+        event(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def main() -> None:
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    sys.stderr.write(f"fake-llama-server listening on {args.host}:{args.port}\n")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
