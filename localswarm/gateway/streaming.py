@@ -127,7 +127,7 @@ class ChunkWriter:
         events = [sse(self.chunk({"role": "assistant", "content": ""}))]
         for piece in split_text(message.get("content") or ""):
             events.append(sse(self.chunk({"content": piece})))
-        for delta in tool_call_deltas:
-            events.append(sse(self.chunk({"tool_calls": [delta]})))
+        for delta in tool_call_deltas:  # each already {"tool_calls": [...]}
+            events.append(sse(self.chunk(delta)))
         events.append(sse(self.chunk({}, finish_reason or "stop", localswarm=metadata)))
         return events
