@@ -1,0 +1,592 @@
+"""The planner: which model, quantization and how many instances fit this machine.
+
+Per-instance memory = weights + KV cache + compute buffer + overhead (see
+:func:`estimate_memory`). Candidates are tried best first: family priority (Qwen3-Coder,
+Qwen2.5-Coder, DeepSeek-Coder, CodeLlama), then the larger size, then the higher
+quantization; the first that fits at least :data:`MIN_INSTANCES` times wins, with as many
+instances as fit up to :data:`MAX_INSTANCES`. The embedded SmolLM2 is the fallback.
+
+``python -m localswarm.models.planner --table`` prints the decisions for the reference
+machines of ``docs/planner.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelNotFound, PlanError
+from ..hardware.budget import BudgetRules, DeviceBudget, MemoryBudget, budget
+from ..hardware.types import HardwareProfile, MachineKind
+from .gguf_meta import GGUFMeta, read_gguf_meta
+from .registry import ModelRef, Registry, embedded_model_path, load_registry
+
+MiB = 1024**2
+GiB = 1024**3
+
+MIN_INSTANCES = 2  # a vote needs two answers
+MAX_INSTANCES = 8
+MAX_EXPLICIT_INSTANCES = 64
+DEFAULT_CTX = 8192
+DEFAULT_PARALLEL = 1
+N_UBATCH = 512  # llama-server's default physical batch
+KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of this many cells
+
+#: Bytes per KV element by cache type (``-ctk/-ctv``).
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+# Calibrated with bench/memory_estimate.py against the RSS of a real llama-server (CPU):
+# process baseline (binary, libraries, HTTP server, threads) and the vocabulary tables
+# llama.cpp keeps per token (strings, scores, maps).
+CPU_BASE_OVERHEAD = 40 * MiB
+BYTES_PER_VOCAB_TOKEN = 160
+# GPU processes also hold a driver context in device memory; not measured here (no GPU):
+# ~300 MiB is what CUDA 12 reports per process on Ada cards in public llama.cpp logs.
+GPU_CONTEXT_OVERHEAD = {"cuda": 300 * MiB, "rocm": 300 * MiB, "vulkan": 200 * MiB,
+                        "sycl": 300 * MiB}
+
+# Layers that use a sliding window, as llama.cpp sets them per architecture: every layer
+# except each n-th one (n = the pattern).
+SWA_PATTERN = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
+
+Locator = Callable[[ModelRef], "Path | None"]
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one instance needs, by part. ``source`` is ``gguf`` or ``registry``."""
+
+    weights: int
+    kv_cache: int
+    compute: int
+    overhead: int
+    source: str
+
+    @property
+    def total(self) -> int:
+        """All parts summed."""
+        return self.weights + self.kv_cache + self.compute + self.overhead
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping, with the total."""
+        return {**asdict(self), "total": self.total}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    architecture: str
+    layers: int
+    kv_heads: tuple[int, ...]
+    key_length: int
+    value_length: int
+    embedding: int
+    heads: int
+    vocab: int
+    sliding_window: int | None
+
+
+def _shape_from_meta(meta: GGUFMeta) -> _Shape:
+    return _Shape(meta.architecture, meta.block_count, meta.head_count_kv, meta.key_length,
+                  meta.value_length, meta.embedding_length, meta.head_count, meta.vocab_size,
+                  meta.sliding_window)
+
+
+def _shape_from_ref(ref: ModelRef) -> _Shape:
+    a = ref.variant.arch
+    return _Shape(a.architecture, a.layers, (a.kv_heads,) * a.layers, a.key_length,
+                  a.value_length, a.embedding, a.heads, a.vocab, a.sliding_window)
+
+
+def _pad(n: int, to: int = KV_PAD) -> int:
+    return -(-n // to) * to
+
+
+def kv_cache_bytes(shape: _Shape, ctx_total: int, n_seq: int, kv_type: str = "f16") -> int:
+    """KV-cache bytes for ``ctx_total`` cells, sliding-window layers capped like llama.cpp."""
+    per_elem = KV_TYPE_BYTES[kv_type]
+    cells_full = _pad(ctx_total)
+    pattern = SWA_PATTERN.get(shape.architecture)
+    total = 0.0
+    for il, n_kv in enumerate(shape.kv_heads):
+        cells = cells_full
+        if shape.sliding_window and pattern and (il + 1) % pattern != 0:
+            cells = min(cells_full, _pad(shape.sliding_window * n_seq + N_UBATCH))
+        total += cells * n_kv * (shape.key_length + shape.value_length) * per_elem
+    return int(total)
+
+
+def compute_buffer_bytes(shape: _Shape, ctx_total: int, backend: str) -> int:
+    """Scratch memory for one forward pass of ``N_UBATCH`` tokens.
+
+    Both backends hold a batch of activations and the f16 attention mask
+    (``ctx_total x N_UBATCH``). On a GPU the whole reserved graph buffer is committed and
+    we count full-batch logits; on the CPU only written pages count (RSS) and llama-server
+    asks for one row of logits per sequence.
+    """
+    mask = 2 * N_UBATCH * ctx_total
+    if backend == "cpu":
+        return int(4 * N_UBATCH * (shape.embedding * 6 + shape.heads * 64)
+                   + 8 * shape.vocab + mask)
+    return int(4 * N_UBATCH * (shape.vocab + shape.embedding * 4) + mask)
+
+
+def overhead_bytes(shape: _Shape, backend: str) -> int:
+    """Process baseline, vocabulary tables and (GPU) driver context."""
+    return CPU_BASE_OVERHEAD + shape.vocab * BYTES_PER_VOCAB_TOKEN + GPU_CONTEXT_OVERHEAD.get(
+        backend, 0)
+
+
+def estimate_memory(
+    ref: ModelRef | None = None,
+    *,
+    ctx: int = DEFAULT_CTX,
+    parallel: int = DEFAULT_PARALLEL,
+    backend: str = "cpu",
+    kv_type: str = "f16",
+    meta: GGUFMeta | None = None,
+) -> MemoryEstimate:
+    """Per-instance memory for ``ctx`` tokens per slot and ``parallel`` slots.
+
+    Uses the GGUF header when ``meta`` is given (a local file), else the registry entry.
+    ``backend`` is ``cpu``, ``metal`` (unified memory, counted like a GPU buffer) or a GPU
+    backend (``cuda``, ``rocm``, ``vulkan``, ``sycl``).
+    """
+    if meta is None and ref is None:
+        raise TypeError("estimate_memory needs a ModelRef or GGUF metadata")
+    if ctx <= 0 or parallel <= 0:
+        raise PlanError(f"ctx and parallel must be positive (got ctx={ctx}, parallel={parallel})")
+    if kv_type not in KV_TYPE_BYTES:
+        raise PlanError(f"unknown KV cache type {kv_type!r} (known: {', '.join(KV_TYPE_BYTES)})")
+    if meta is not None:
+        shape, weights, source = _shape_from_meta(meta), meta.weights_bytes, "gguf"
+    else:
+        assert ref is not None
+        shape, weights, source = _shape_from_ref(ref), ref.quant.size, "registry"
+    ctx_total = ctx * parallel
+    return MemoryEstimate(
+        weights=weights,
+        kv_cache=kv_cache_bytes(shape, ctx_total, parallel, kv_type),
+        compute=compute_buffer_bytes(shape, ctx_total, backend),
+        overhead=overhead_bytes(shape, backend),
+        source=source,
+    )
+
+
+# --- plans -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many instances run on one device and the memory they take there."""
+
+    device: str
+    instances: int
+    memory: int
+    usable: int
+    gpu_index: int | None = None
+    vendor: str | None = None
+    backend: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's decision: what to run, how many times, where, and why.
+
+    ``ctx`` is per slot; start llama-server with ``-c ctx_size -np parallel``.
+    """
+
+    model_id: str
+    family: str
+    size: str
+    quant: str
+    gguf_file: str
+    hf_repo: str
+    file_size: int
+    license: str
+    instances: int
+    ctx: int
+    parallel: int
+    memory: MemoryEstimate
+    placements: tuple[Placement, ...]
+    budget: MemoryBudget
+    reasons: tuple[str, ...]
+    embedded: bool = False
+    local_path: str | None = None
+
+    @property
+    def ctx_size(self) -> int:
+        """The ``-c`` value: context per slot times slots."""
+        return self.ctx * self.parallel
+
+    @property
+    def per_instance_memory(self) -> int:
+        """Estimated bytes per instance."""
+        return self.memory.total
+
+    @property
+    def total_memory(self) -> int:
+        """Estimated bytes for the whole swarm."""
+        return self.memory.total * self.instances
+
+    def devices(self) -> list[str]:
+        """The device of each instance, in start order (round-robin over placements)."""
+        slots = [[p.device] * p.instances for p in self.placements]
+        order: list[str] = []
+        while any(slots):
+            for s in slots:
+                if s:
+                    order.append(s.pop())
+        return order
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "model_id": self.model_id, "family": self.family, "size": self.size,
+            "quant": self.quant, "gguf_file": self.gguf_file, "hf_repo": self.hf_repo,
+            "file_size": self.file_size, "license": self.license,
+            "instances": self.instances, "ctx": self.ctx, "parallel": self.parallel,
+            "ctx_size": self.ctx_size, "memory": self.memory.to_dict(),
+            "per_instance_memory": self.per_instance_memory,
+            "total_memory": self.total_memory,
+            "placements": [p.to_dict() for p in self.placements],
+            "budget": self.budget.to_dict(), "reasons": list(self.reasons),
+            "embedded": self.embedded, "local_path": self.local_path,
+        }
+
+    def summary(self) -> str:
+        """One line: ``qwen2.5-coder:7b:q4_k_m x 3 (5.2 GiB each, 15.6 GiB of 21.6 GiB)``."""
+        return (f"{self.model_id} x {self.instances} ({self.per_instance_memory / GiB:.1f} GiB "
+                f"each, {self.total_memory / GiB:.1f} GiB of {self.budget.total / GiB:.1f} GiB)")
+
+
+@dataclass(frozen=True)
+class VariantFit:
+    """One registry entry judged against the budget (``localswarm models``)."""
+
+    model_id: str
+    file: str
+    file_size: int
+    size_estimated: bool
+    memory: MemoryEstimate
+    max_instances: int
+    fits: bool
+    reason: str
+    embedded: bool = False
+    local: bool = False
+    recommended: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        d = asdict(self)
+        d["memory"] = self.memory.to_dict()
+        return d
+
+
+def _device_backend(dev: DeviceBudget, kind: MachineKind) -> str:
+    if kind is MachineKind.DISCRETE_GPU:
+        return dev.backend_hint or "vulkan"
+    if kind is MachineKind.APPLE_SILICON:
+        return "metal"
+    return "cpu"
+
+
+def _default_locator(ref: ModelRef) -> Path | None:
+    return embedded_model_path() if ref.embedded else None
+
+
+@dataclass
+class _Ctx:
+    budget: MemoryBudget
+    kind: MachineKind
+    ctx: int
+    parallel: int
+    kv_type: str
+    locate: Locator
+    _meta: dict[str, GGUFMeta | None] = field(default_factory=dict)
+
+    def meta(self, ref: ModelRef) -> tuple[GGUFMeta | None, Path | None]:
+        path = self.locate(ref)
+        if path is None:
+            return None, None
+        key = str(path)
+        if key not in self._meta:
+            try:
+                self._meta[key] = read_gguf_meta(path)
+            except ModelNotFound:
+                self._meta[key] = None
+        return self._meta[key], path
+
+    def estimates(self, ref: ModelRef) -> dict[str, MemoryEstimate]:
+        meta, _ = self.meta(ref)
+        out: dict[str, MemoryEstimate] = {}
+        for dev in self.budget.devices:
+            backend = _device_backend(dev, self.kind)
+            out[dev.device] = estimate_memory(ref, ctx=self.ctx, parallel=self.parallel,
+                                              backend=backend, kv_type=self.kv_type, meta=meta)
+        return out
+
+    def capacity(self, est: dict[str, MemoryEstimate]) -> dict[str, int]:
+        return {d.device: d.usable // est[d.device].total if est[d.device].total else 0
+                for d in self.budget.devices}
+
+
+def _place(ctx: _Ctx, est: dict[str, MemoryEstimate], caps: dict[str, int],
+           n: int) -> tuple[Placement, ...]:
+    """Spread ``n`` instances over devices, one at a time to the emptiest device."""
+    counts = {d.device: 0 for d in ctx.budget.devices}
+    for _ in range(n):
+        free = [d for d in ctx.budget.devices if counts[d.device] < caps[d.device]]
+        best = min(free, key=lambda d: (counts[d.device] * est[d.device].total / max(d.usable, 1),
+                                        -d.usable))
+        counts[best.device] += 1
+    return tuple(
+        Placement(device=d.device, instances=counts[d.device],
+                  memory=counts[d.device] * est[d.device].total, usable=d.usable,
+                  gpu_index=d.gpu_index, vendor=d.vendor, backend=_device_backend(d, ctx.kind))
+        for d in ctx.budget.devices if counts[d.device]
+    )
+
+
+def _restrict(b: MemoryBudget, devices: Sequence[str | int] | None) -> MemoryBudget:
+    if not devices:
+        return b
+    wanted = {str(d) if not str(d).isdigit() else f"gpu{d}" for d in devices}
+    kept = tuple(d for d in b.devices if d.device in wanted or (d.gpu_index is not None and
+                                                                str(d.gpu_index) in wanted))
+    if not kept:
+        have = ", ".join(d.device for d in b.devices)
+        raise PlanError(f"no such device {sorted(wanted)} (devices: {have})")
+    return MemoryBudget(kind=b.kind, devices=kept, rule=b.rule, notes=b.notes)
+
+
+def _fmt(n: int) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
+           caps: dict[str, int], reasons: list[str]) -> Plan:
+    placements = _place(ctx, est, caps, n)
+    first = est[placements[0].device]
+    _, path = ctx.meta(ref)
+    reasons.append(
+        f"{ref.id}: {_fmt(first.total)} per instance (weights {_fmt(first.weights)}, "
+        f"KV cache {_fmt(first.kv_cache)} for {ctx.ctx} tokens x {ctx.parallel} slot(s), "
+        f"compute {_fmt(first.compute)}, overhead {_fmt(first.overhead)}; from {first.source})"
+    )
+    reasons.append("placement: " + ", ".join(
+        f"{p.instances} on {p.device} ({_fmt(p.memory)} of {_fmt(p.usable)})" for p in placements))
+    return Plan(
+        model_id=ref.id, family=ref.family.id, size=ref.variant.size, quant=ref.quant.quant,
+        gguf_file=ref.file, hf_repo=ref.hf_repo, file_size=ref.quant.size,
+        license=ref.variant.license, instances=n, ctx=ctx.ctx, parallel=ctx.parallel,
+        memory=first, placements=placements, budget=ctx.budget, reasons=tuple(reasons),
+        embedded=ref.embedded, local_path=str(path) if path else None,
+    )
+
+
+def plan(
+    profile: HardwareProfile,
+    registry: Registry | None = None,
+    *,
+    model: str | None = None,
+    instances: int | None = None,
+    ctx: int = DEFAULT_CTX,
+    parallel: int = DEFAULT_PARALLEL,
+    kv_type: str = "f16",
+    rules: BudgetRules | None = None,
+    devices: Sequence[str | int] | None = None,
+    offline: bool = False,
+    locate: Locator | None = None,
+) -> Plan:
+    """Choose the swarm for ``profile``.
+
+    ``model`` (``family:size:quant``) and ``instances`` override the choice and are checked
+    against memory (:class:`PlanError` when they do not fit). ``devices`` restricts GPUs
+    (``[0, 1]`` or ``["gpu1"]``). ``offline`` only considers models ``locate`` finds on
+    disk (the embedded model is always found). ``locate(ref)`` returns a local GGUF path or
+    ``None``; with a path the estimate uses its GGUF header.
+    """
+    registry = registry or load_registry()
+    if instances is not None and not 1 <= instances <= MAX_EXPLICIT_INSTANCES:
+        raise PlanError(f"--instances must be between 1 and {MAX_EXPLICIT_INSTANCES}, got {instances}")
+    b = _restrict(budget(profile, rules), devices)
+    c = _Ctx(budget=b, kind=profile.kind, ctx=ctx, parallel=parallel, kv_type=kv_type,
+             locate=locate or _default_locator)
+    reasons = [f"machine: {profile.kind.value}; budget {_fmt(b.total)} ({b.rule})", *b.notes]
+
+    if model is not None:
+        ref = registry.resolve(model)
+        est = c.estimates(ref)
+        caps = c.capacity(est)
+        fit = sum(caps.values())
+        want = instances if instances is not None else min(max(fit, 0), MAX_INSTANCES)
+        if offline and not ref.embedded and c.meta(ref)[1] is None:
+            raise PlanError(f"{ref.id} is not downloaded and we are offline")
+        if fit < max(want, 1):
+            worst = max(e.total for e in est.values())
+            raise PlanError(
+                f"{ref.id} does not fit {max(want, 1)} time(s): needs {_fmt(worst)} per instance, "
+                f"budget allows {fit} ({_fmt(b.total)} {b.rule})"
+            )
+        reasons.append(f"model {ref.id} requested explicitly")
+        if instances is not None:
+            reasons.append(f"{instances} instance(s) requested explicitly")
+        if want < MIN_INSTANCES:
+            reasons.append("warning: a single instance means no vote")
+        return _build(c, ref, want, est, caps, reasons)
+
+    need = instances if instances is not None else MIN_INSTANCES
+    skipped: list[str] = []
+    for ref in registry.refs(include_embedded=False):
+        if offline and c.meta(ref)[1] is None:
+            continue
+        est = c.estimates(ref)
+        caps = c.capacity(est)
+        fit = sum(caps.values())
+        if fit < need:
+            if len(skipped) < 3:
+                skipped.append(f"{ref.id} ({fit} fit)")
+            continue
+        n = instances if instances is not None else min(fit, MAX_INSTANCES)
+        if skipped:
+            reasons.append("better candidates that do not fit " + str(need) + " times: "
+                           + ", ".join(skipped) + (", ..." if len(skipped) == 3 else ""))
+        reasons.append(
+            f"chosen: highest-priority family ({ref.family.name}), then the largest size, then "
+            f"the highest quantization that fits {need}+ instances"
+        )
+        reasons.append(f"{n} instances: as many as fit" + (f", capped at {MAX_INSTANCES}"
+                                                          if fit > MAX_INSTANCES else "")
+                       if instances is None else f"{n} instance(s) requested explicitly")
+        return _build(c, ref, n, est, caps, reasons)
+
+    ref = registry.embedded()
+    est = c.estimates(ref)
+    caps = c.capacity(est)
+    fit = sum(caps.values())
+    reasons.append(
+        "no registry model is available offline" if offline
+        else f"no registry model fits {need} instance(s) in the budget"
+    )
+    reasons.append(f"falling back to the embedded {ref.family.name} ({ref.id})")
+    n = instances if instances is not None else min(max(fit, 1), MAX_INSTANCES)
+    if fit < n:
+        if instances is not None:
+            raise PlanError(f"even the embedded {ref.id} does not fit {instances} time(s) "
+                            f"({fit} fit in {_fmt(b.total)})")
+        reasons.append("warning: even one embedded instance exceeds the budget")
+        caps = {d.device: max(caps[d.device], 1) for d in b.devices}
+    return _build(c, ref, n, est, caps, reasons)
+
+
+def list_variants(
+    profile: HardwareProfile,
+    registry: Registry | None = None,
+    *,
+    ctx: int = DEFAULT_CTX,
+    parallel: int = DEFAULT_PARALLEL,
+    instances: int = MIN_INSTANCES,
+    kv_type: str = "f16",
+    rules: BudgetRules | None = None,
+    devices: Sequence[str | int] | None = None,
+    locate: Locator | None = None,
+) -> list[VariantFit]:
+    """Every registry entry, best first, marked fits / does not fit with the reason."""
+    registry = registry or load_registry()
+    b = _restrict(budget(profile, rules), devices)
+    c = _Ctx(budget=b, kind=profile.kind, ctx=ctx, parallel=parallel, kv_type=kv_type,
+             locate=locate or _default_locator)
+    try:
+        chosen = plan(profile, registry, ctx=ctx, parallel=parallel, kv_type=kv_type,
+                      rules=rules, devices=devices, locate=locate).model_id
+    except PlanError:
+        chosen = None
+    out: list[VariantFit] = []
+    for ref in registry.refs():
+        est = c.estimates(ref)
+        caps = c.capacity(est)
+        fit = sum(caps.values())
+        worst = max(e.total for e in est.values())
+        if fit >= instances:
+            reason = f"fits {min(fit, MAX_INSTANCES)}{'+' if fit > MAX_INSTANCES else ''} x {_fmt(worst)}"
+        elif fit > 0:
+            reason = f"only {fit} instance(s) of {_fmt(worst)} fit, {instances} wanted"
+        else:
+            reason = f"needs {_fmt(worst)} per instance, largest device offers " \
+                     f"{_fmt(max(d.usable for d in b.devices))}"
+        out.append(VariantFit(
+            model_id=ref.id, file=ref.file, file_size=ref.quant.size,
+            size_estimated=ref.quant.size_estimated, memory=next(iter(est.values())),
+            max_instances=fit, fits=fit >= instances, reason=reason, embedded=ref.embedded,
+            local=c.meta(ref)[1] is not None, recommended=ref.id == chosen,
+        ))
+    return out
+
+
+# --- the docs table --------------------------------------------------------------------
+
+
+def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
+                    parallel: int = DEFAULT_PARALLEL) -> str:
+    """Markdown table of the plan for each reference machine (``docs/planner.md``)."""
+    from ..hardware.synthetic import reference_profiles
+
+    registry = registry or load_registry()
+    rows = [
+        "| Machine | Budget | Model | Quant | Instances | Per instance | Total | Placement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, profile in reference_profiles().items():
+        p = plan(profile, registry, ctx=ctx, parallel=parallel, locate=lambda _ref: None)
+        model = f"{p.family}:{p.size}" + (" (embedded)" if p.embedded else "")
+        where = ", ".join(f"{pl.instances}x {pl.device}" for pl in p.placements)
+        rows.append(
+            f"| {name} | {p.budget.total / GiB:.1f} GiB ({p.budget.rule}) | {model} | {p.quant} "
+            f"| {p.instances} | {p.per_instance_memory / GiB:.2f} GiB | "
+            f"{p.total_memory / GiB:.2f} GiB | {where} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+TABLE_BEGIN = "<!-- planner-table:begin -->"
+TABLE_END = "<!-- planner-table:end -->"
+
+
+def replace_section(text: str, begin: str, end: str, body: str) -> str:
+    """Replace what lies between two marker lines (append the section if absent)."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        return f"{head}{begin}\n{body}{end}{tail}"
+    return f"{text.rstrip()}\n\n{begin}\n{body}{end}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m localswarm.models.planner --table [--write docs/planner.md]``."""
+    ap = argparse.ArgumentParser(prog="python -m localswarm.models.planner")
+    ap.add_argument("--table", action="store_true", help="print the reference-machine table")
+    ap.add_argument("--write", type=Path, help="update the table section of this markdown file")
+    ap.add_argument("--ctx", type=int, default=DEFAULT_CTX, help="context tokens per slot")
+    args = ap.parse_args(argv)
+    if not args.table:
+        ap.print_help()
+        return 2
+    table = reference_table(ctx=args.ctx)
+    if args.write:
+        old = args.write.read_text(encoding="utf-8") if args.write.exists() else ""
+        args.write.write_text(replace_section(old, TABLE_BEGIN, TABLE_END, table),
+                              encoding="utf-8")
+    sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
