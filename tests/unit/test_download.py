@@ -1,0 +1,211 @@
+"""End-to-end tests of model downloads against the local Hugging Face mimic (tests/fakes/hf_mimic.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localswarm import paths
+from localswarm.errors import DownloadError, ModelNotFound
+from localswarm.models import download as dl
+from tests.fakes.hf_mimic import HFMimic
+
+REPO = "acme/tiny-coder-GGUF"
+GGUF = "tiny-coder-q4_k_m.gguf"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No traffic to huggingface.co: drop env that could leak in, pre-seed the agent registry.
+
+    huggingface_hub 2.x fetches ``{constants.ENDPOINT}/api/agent-harnesses`` (an import-time
+    endpoint) when building its user agent; an empty in-process registry skips that.
+    """
+    for var in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from huggingface_hub.utils import _detect_agent
+
+        monkeypatch.setattr(
+            _detect_agent, "_registry", {"standardEnvVars": [], "harnesses": {}}, raising=False
+        )
+    except ImportError:  # older huggingface_hub: nothing to silence
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HFMimic]:
+    """A running mimic; ``HF_ENDPOINT`` points at it (read by download_model at call time)."""
+    with HFMimic() as mimic:
+        monkeypatch.setenv("HF_ENDPOINT", mimic.endpoint)
+        yield mimic
+
+
+def _blobs(root: Path, repo: str = REPO) -> list[Path]:
+    d = root / ("models--" + repo.replace("/", "--")) / "blobs"
+    return sorted(d.iterdir()) if d.is_dir() else []
+
+
+def test_download_lands_in_xdg_cache_and_is_verified(hub: HFMimic) -> None:
+    data = os.urandom(200_000)
+    hub.add_file(REPO, GGUF, data)
+
+    path = dl.download_model(REPO, GGUF, progress=False, expected_size=len(data))
+
+    assert path.read_bytes() == data
+    assert path.is_relative_to(paths.cache_dir() / "models")
+    assert dl.cached_model_path(REPO, GGUF) == path
+    # The blob is named after the LFS sha256 that the mimic advertised in its ETag.
+    assert path.resolve().name == hashlib.sha256(data).hexdigest()
+    assert [r.method for r in hub.requests if "/resolve/" in r.path] == ["HEAD", "GET"]
+
+
+def test_interrupted_transfer_resumes_with_range(hub: HFMimic) -> None:
+    # huggingface_hub keeps only whole 10 MiB read chunks, so cut after the first one.
+    data = os.urandom(12 * MiB)
+    hub.add_file(REPO, GGUF, data)
+    hub.drop_after(REPO, GGUF, 11 * MiB)
+
+    path = dl.download_model(REPO, GGUF, progress=False, sha256=hashlib.sha256(data).hexdigest())
+
+    gets = hub.gets(GGUF)
+    assert len(gets) == 2
+    assert gets[0].range is None
+    assert gets[1].range is not None and gets[1].range.startswith("bytes=")
+    resumed_from = int(gets[1].range.split("=")[1].rstrip("-"))
+    assert 0 < resumed_from <= 11 * MiB
+    assert path.read_bytes() == data
+
+
+def test_checksum_mismatch_is_refused_and_partial_removed(hub: HFMimic) -> None:
+    data = os.urandom(50_000)
+    hub.add_file(REPO, GGUF, data)
+    hub.corrupt(REPO, GGUF)  # same length, wrong bytes; ETag still carries the real sha256
+    root = paths.cache_dir() / "models"
+
+    with pytest.raises(DownloadError, match="checksum mismatch") as exc:
+        dl.download_model(REPO, GGUF, progress=False)
+
+    assert "removed" in str(exc.value)
+    assert dl.cached_model_path(REPO, GGUF) is None
+    assert _blobs(root) == []  # neither the blob nor any *.incomplete remains
+    assert not list(root.rglob(GGUF))  # the snapshot link is gone too
+
+    # Once the mirror serves the right bytes the same call succeeds.
+    hub.corrupt(REPO, GGUF, enabled=False)
+    assert dl.download_model(REPO, GGUF, progress=False).read_bytes() == data
+
+
+def test_explicit_sha256_is_checked_for_non_lfs_files(hub: HFMimic) -> None:
+    hub.add_file(REPO, "config.json", b'{"a": 1}', lfs=False)
+
+    with pytest.raises(DownloadError, match="requested sha256"):
+        dl.download_model(REPO, "config.json", progress=False, sha256="0" * 64)
+
+    assert dl.cached_model_path(REPO, "config.json") is None
+    assert _blobs(paths.cache_dir() / "models") == []
+
+
+def test_expected_size_mismatch_is_refused(hub: HFMimic) -> None:
+    hub.add_file(REPO, GGUF, b"x" * 1000)
+
+    with pytest.raises(DownloadError, match="size mismatch"):
+        dl.download_model(REPO, GGUF, progress=False, expected_size=999)
+
+    assert dl.cached_model_path(REPO, GGUF) is None
+
+
+def test_missing_file_or_repo_is_model_not_found(hub: HFMimic) -> None:
+    hub.add_file(REPO, GGUF, b"gguf")
+
+    with pytest.raises(ModelNotFound, match="not found"):
+        dl.download_model(REPO, "nope.gguf", progress=False)
+    with pytest.raises(ModelNotFound, match="repository acme/missing not found"):
+        dl.download_model("acme/missing", GGUF, progress=False)
+    with pytest.raises(ModelNotFound, match="revision 'v9' not found"):
+        dl.download_model(REPO, GGUF, revision="v9", progress=False)
+
+
+def test_offline_uses_cache_without_network(hub: HFMimic, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(10_000)
+    hub.add_file(REPO, GGUF, data)
+    first = dl.download_model(REPO, GGUF, progress=False)
+    before = hub.count()
+
+    assert dl.download_model(REPO, GGUF, offline=True, progress=False) == first
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert dl.download_model(REPO, GGUF, progress=False) == first
+    assert hub.count() == before
+
+
+def test_network_gone_falls_back_to_cache(hub: HFMimic) -> None:
+    data = os.urandom(10_000)
+    hub.add_file(REPO, GGUF, data)
+    first = dl.download_model(REPO, GGUF, progress=False)
+    hub.stop()  # the endpoint now refuses connections
+
+    assert dl.download_model(REPO, GGUF, progress=False).read_bytes() == data
+    assert dl.download_model(REPO, GGUF, progress=False) == first
+
+
+def test_uncached_offline_gives_clear_error(hub: HFMimic) -> None:
+    hub.add_file(REPO, GGUF, b"gguf")
+
+    with pytest.raises(dl.NetworkUnavailable) as exc:
+        dl.download_model(REPO, GGUF, offline=True, progress=False)
+    assert "offline" in str(exc.value) and "localswarm pull" in str(exc.value)
+    assert exc.value.__cause__ is None  # no library traceback chained for the user
+
+    hub.stop()
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="unreachable") as exc2:
+        dl.download_model(REPO, GGUF, progress=False)
+    assert isinstance(exc2.value, dl.NetworkUnavailable)
+    assert "--model PATH" in str(exc2.value)
+    assert time.monotonic() - started < 5  # no slow retry loop when nothing is cached
+
+
+def test_resolve_with_fallback_prefers_cached_then_embedded(hub: HFMimic, tmp_path: Path) -> None:
+    hub.add_file(REPO, GGUF, b"cached gguf")
+    dl.download_model(REPO, GGUF, progress=False)
+    big = dl.ModelCandidate("acme/big-coder-GGUF", "big.gguf", label="big-coder")
+    small = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
+    embedded = tmp_path / "smollm2.gguf"
+    embedded.write_bytes(b"embedded")
+
+    got = dl.resolve_with_fallback([big, small], embedded)
+    assert got.source == "cached" and got.candidate == small
+    assert got.message == "offline: falling back to cached tiny-coder"
+    assert got.path.read_bytes() == b"cached gguf"
+
+    got = dl.resolve_with_fallback([big], embedded)
+    assert got.source == "embedded" and got.path == embedded
+    assert got.message == "offline: falling back to embedded SmolLM2"
+
+    with pytest.raises(ModelNotFound, match="embedded"):
+        dl.resolve_with_fallback([big], tmp_path / "missing.gguf")
+
+
+def test_fetch_or_fallback_downloads_or_falls_back(hub: HFMimic, tmp_path: Path) -> None:
+    hub.add_file(REPO, GGUF, b"fresh")
+    embedded = tmp_path / "smollm2.gguf"
+    embedded.write_bytes(b"embedded")
+    cand = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
+
+    got = dl.fetch_or_fallback([cand], embedded, progress=False)
+    assert got.source == "downloaded" and got.path.read_bytes() == b"fresh"
+
+    other = dl.ModelCandidate("acme/other-GGUF", "other.gguf", label="other")
+    hub.stop()
+    got = dl.fetch_or_fallback([other, cand], embedded, progress=False)
+    assert got.source == "cached" and got.message == "offline: falling back to cached tiny-coder"
+
+    got = dl.fetch_or_fallback([other], embedded, progress=False)
+    assert got.source == "embedded" and "embedded SmolLM2" in got.message
