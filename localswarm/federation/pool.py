@@ -1,0 +1,177 @@
+"""The coordinator's side: one PeerClient per compatible peer in the table, probed and polled.
+
+:class:`PeerPool` follows a :class:`~localswarm.federation.table.PeerTable` (a client is
+created when a peer is added or changes address, closed when it is removed), probes each
+peer's health periodically so a dead one is marked down before a client waits on it, and
+asks every available peer to vote in parallel with one overall timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from localswarm.federation.auth import FederationAuth
+from localswarm.federation.errors import PeerError
+from localswarm.federation.peers import PeerClient
+from localswarm.federation.protocol import VoteReply, VoteRequest
+from localswarm.federation.table import Peer, PeerTable
+
+__all__ = ["PeerPool", "VoteGather"]
+
+logger = logging.getLogger(__name__)
+
+
+class VoteGather:
+    """What :meth:`PeerPool.gather_votes` collected: replies and why the others are missing."""
+
+    def __init__(self) -> None:
+        self.replies: list[VoteReply] = []
+        self.failures: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"VoteGather(replies={[r.node_id for r in self.replies]}, failures={self.failures})"
+
+
+class PeerPool:
+    """Clients for the peers of ``table``, with health probes and parallel voting.
+
+    ``client_factory(peer)`` builds a :class:`PeerClient`; by default it signs with
+    ``secret`` and identifies as ``node_id``. Call :meth:`start` (probe loop) and
+    :meth:`aclose`, or use it as an async context manager.
+    """
+
+    def __init__(
+        self,
+        table: PeerTable,
+        *,
+        secret: bytes | None = None,
+        node_id: str = "",
+        probe_interval_s: float = 5.0,
+        client_factory: Callable[[Peer], PeerClient] | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.table = table
+        self.probe_interval_s = probe_interval_s
+        self._factory = client_factory or (
+            lambda peer: PeerClient(
+                peer.url, node_id=peer.node_id, auth=FederationAuth(secret, node_id=node_id), **client_kwargs
+            )
+        )
+        self._clients: dict[str, PeerClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._probe_task: asyncio.Task[None] | None = None
+        for peer in table:
+            self._on_event("added", peer)
+        self._unsubscribe = table.add_listener(self._on_event)
+
+    async def __aenter__(self) -> PeerPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def clients(self) -> dict[str, PeerClient]:
+        """Clients by table key (compatible peers only)."""
+        return dict(self._clients)
+
+    def available(self) -> dict[str, PeerClient]:
+        """Clients not inside a backoff delay."""
+        return {k: c for k, c in self._clients.items() if c.available}
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per peer for ``localswarm peers``: node, address, model, instances, state, latency."""
+        rows = []
+        for peer in self.table.snapshot():
+            client = self._clients.get(peer.key)
+            row = peer.to_dict()
+            if client is None:
+                row.update(state="incompatible" if not peer.compatible else "unknown", latency_s=None)
+            else:
+                row.update(state=client.state.value, latency_s=client.health.latency_s, error=client.health.last_error)
+            rows.append(row)
+        return rows
+
+    async def start(self) -> None:
+        """Start the health-probe loop (no-op when ``probe_interval_s`` is 0)."""
+        if self.probe_interval_s > 0 and self._probe_task is None:
+            self._probe_task = asyncio.create_task(self._probe_loop(), name="localswarm-peer-probe")
+
+    async def aclose(self) -> None:
+        """Stop probing and close every client."""
+        self._unsubscribe()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
+
+    async def probe(self) -> None:
+        """Check the health of every peer that is due (UP, or DOWN past its delay)."""
+        due = list(self.available().values())
+        await asyncio.gather(*(self._probe_one(c) for c in due))
+
+    async def gather_votes(self, request: VoteRequest, *, timeout_s: float) -> VoteGather:
+        """Ask every available peer to vote, in parallel; whatever is back by ``timeout_s`` counts."""
+        result = VoteGather()
+        clients = self._clients.items()
+        for key, client in clients:
+            if not client.available:
+                result.failures[key] = f"down: {client.health.last_error}"
+        targets = {key: c for key, c in clients if c.available}
+        if not targets:
+            return result
+        tasks = {asyncio.create_task(c.vote(request, timeout_s=timeout_s)): key for key, c in targets.items()}
+        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+            result.failures[tasks[task]] = f"timed out after {timeout_s:.1f} s"
+            targets[tasks[task]].record_failure(f"vote timed out after {timeout_s:.1f} s")
+        for task in done:
+            exc = task.exception()
+            if exc is None:
+                result.replies.append(task.result())
+            else:
+                result.failures[tasks[task]] = str(exc)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return result
+
+    async def _probe_one(self, client: PeerClient) -> None:
+        with contextlib.suppress(PeerError):
+            await client.check_health()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            try:
+                await self.probe()
+            except Exception:  # never let one bad probe stop the loop
+                logger.exception("peer probe failed")
+            await asyncio.sleep(self.probe_interval_s)
+
+    def _on_event(self, event: str, peer: Peer) -> None:
+        old = self._clients.get(peer.key)
+        if event == "removed" or not peer.compatible:
+            if old is not None:
+                del self._clients[peer.key]
+                self._close_later(old)
+            return
+        if old is not None and old.base_url == peer.url:
+            return
+        if old is not None:
+            self._close_later(old)
+        self._clients[peer.key] = self._factory(peer)
+
+    def _close_later(self, client: PeerClient) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(client.aclose())
+        except RuntimeError:  # no loop (table edited outside asyncio): nothing is open yet
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
