@@ -20,6 +20,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # One line per upstream call is noise at info level.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(exc: Exception) -> None:
@@ -109,7 +111,7 @@ def status(as_json: bool) -> None:
             _fmt(inst["avg_latency_s"], " s"), _fmt(inst["tokens_per_s"]),
             f"{mem / 2**20:.0f} MiB" if mem else "-", str(inst["restarts"]),
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
     votes = data["votes"]
     click.echo(f"votes: {votes['count']}, early stops: {votes['early_stops']}, mean confidence: {_fmt(votes['mean_confidence'])}")
 

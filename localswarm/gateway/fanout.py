@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 import httpx
 
-from localswarm.consensus import Candidate
+from localswarm.consensus import Candidate, assemble_stream_deltas
 from localswarm.gateway.errors import APIError
 from localswarm.supervisor.instance import Instance
 
@@ -104,25 +105,72 @@ def record(inst: Instance, started: float, response: dict[str, Any] | None) -> N
 async def call_instance(
     client: httpx.AsyncClient, inst: Instance, path: str, body: dict[str, Any], timeout: float
 ) -> Sample:
-    """POST to one instance (non-streamed). Cancellation closes the connection, which frees the slot."""
+    """Ask one instance and rebuild a whole ``chat.completion`` from its stream.
+
+    The upstream request streams even when the client's does not: llama-server notices a
+    closed connection only when it writes, so cancelling a streamed request frees the slot
+    at once, while a non-streamed one would keep decoding for nobody.
+    """
     inst.stats.requests += 1
     inst.stats.in_flight += 1
     started = time.monotonic()
     response: dict[str, Any] | None = None
+    upstream = {**body, "stream": True, "stream_options": {"include_usage": True}}
     try:
-        resp = await client.post(
-            inst.base_url + path,
-            json=body,
-            headers=inst.auth_headers(),
+        async with client.stream(
+            "POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
             timeout=httpx.Timeout(timeout, connect=5.0),
-        )
-        if resp.status_code != 200:
-            raise upstream_error(resp)
-        response = resp.json()
+        ) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                raise upstream_error(resp)
+            response = await _collect(resp)
         return Sample(inst, response, to_candidate(inst.name, response, time.monotonic() - started))
     finally:
         inst.stats.in_flight -= 1
         record(inst, started, response)
+
+
+async def _collect(resp: httpx.Response) -> dict[str, Any]:
+    content: list[str] = []
+    reasoning: list[str] = []
+    tool_deltas: list[dict[str, Any]] = []
+    logprobs: list[Any] = []
+    finish: str | None = None
+    usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    async for line in resp.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        chunk = json.loads(payload)
+        if "error" in chunk:
+            err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            raise UpstreamError(int(err.get("code") or 500), str(err.get("message")), err.get("type"))
+        usage = chunk.get("usage") or usage
+        timings = chunk.get("timings") or timings
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                content.append(delta["content"])
+            if delta.get("reasoning_content"):
+                reasoning.append(delta["reasoning_content"])
+            if delta.get("tool_calls"):
+                tool_deltas.append({"tool_calls": delta["tool_calls"]})
+            if (choice.get("logprobs") or {}).get("content"):
+                logprobs.extend(choice["logprobs"]["content"])
+            finish = choice.get("finish_reason") or finish
+    tool_calls = assemble_stream_deltas(tool_deltas) if tool_deltas else []
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not tool_calls else None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    choice_out: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish,
+                                  "logprobs": {"content": logprobs} if logprobs else None}
+    return {"choices": [choice_out], "usage": usage, "timings": timings}
 
 
 async def gather(
@@ -173,11 +221,21 @@ async def gather(
                     result.failed[tasks[task].name] = "cancelled: quorum reached"
                 break
     finally:
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_and_wait(pending)
     return result
+
+
+async def cancel_and_wait(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel tasks once and wait for their cleanup (closing upstream connections).
+
+    ``asyncio.wait`` rather than ``gather``: cancelling a waiting ``gather`` cancels its
+    children a second time, which interrupts httpx mid-close and leaves the upstream
+    connection open, so llama-server keeps decoding for nobody.
+    """
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 def raise_for_nothing(gathered: Gathered) -> None:

@@ -76,7 +76,10 @@ async def chat_completions(request: Request) -> Response:
         return SSEResponse(events, headers={"x-localswarm-strategy": strategy,
                                             "x-localswarm-instances": str(len(instances))})
     started = time.monotonic()
-    gathered, result = await _vote_round(state, instances, body, strategy)
+    voted = await _unless_client_leaves(request, _vote_round(state, instances, body, strategy))
+    if voted is None:
+        return Response(status_code=499)  # nobody is listening; the work was cancelled
+    gathered, result = voted
     completion = _completion(state, gathered, result, body, time.monotonic() - started)
     meta = completion["localswarm"]
     headers = {
@@ -87,6 +90,27 @@ async def chat_completions(request: Request) -> Response:
         "x-localswarm-instances": f"{len(gathered.samples)}/{gathered.asked}",
     }
     return JSONResponse(completion, headers=headers)
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> Any:
+    """Await ``work`` but cancel it (and its upstream requests) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            await fanout.cancel_and_wait({task})
+        watcher.cancel()
+    if task.cancelled():
+        logger.info("client disconnected; upstream work cancelled")
+        return None
+    return task.result()
 
 
 async def _vote_round(
@@ -109,6 +133,9 @@ async def _vote_round(
     # Keep arrival order: the `fastest` strategy and tie-breaks rely on it.
     result = vote([s.candidate for s in gathered.samples], strategy=strategy,
                   threshold=settings.similarity_threshold)
+    # Support is counted against every instance asked: one that crashed, timed out or was
+    # cut off by the quorum is a missing vote, not an abstention.
+    result.confidence *= len(gathered.samples) / gathered.asked
     state.record_vote(result, gathered)
     return gathered, result
 
@@ -118,6 +145,7 @@ def _metadata(gathered: fanout.Gathered, result: VoteResult, latency: float) -> 
     meta = result.metadata(candidates)
     meta.update(
         {
+            "n": gathered.asked,
             "asked": gathered.asked,
             "answered": len(gathered.samples),
             "left_out": gathered.failed,
@@ -204,8 +232,7 @@ async def _stream_consensus(
         yield DONE
     finally:
         if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await fanout.cancel_and_wait({task})
 
 
 def _has_output(chunk: dict[str, Any]) -> bool:
@@ -291,10 +318,8 @@ async def _relay_fastest(
                 else:
                     inst.stats.failures += 1
                     errors.append(f"{inst.name}: {task.exception()}")
-        for task in pending:
-            task.cancel()
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            await fanout.cancel_and_wait(pending)
             for task in pending:
                 tasks[task].stats.in_flight -= 1
         pending = set()
@@ -338,10 +363,8 @@ async def _relay_fastest(
         winner.inst.stats.latency_total += time.monotonic() - started
         winner.inst.stats.generation_seconds += time.monotonic() - started
     finally:
-        for task in pending:
-            task.cancel()
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            await fanout.cancel_and_wait(pending)
             for task in pending:
                 tasks[task].stats.in_flight -= 1
         if winner is not None:
