@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import time
@@ -15,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localswarm.consensus import Candidate, VoteResult, quorum_reached, strategy_from_request, tool_calls_to_stream_deltas, vote
-from localswarm.gateway import fanout
+from localswarm.consensus import strategy_from_request, tool_calls_to_stream_deltas
+from localswarm.gateway import fanout, voting
 from localswarm.gateway.errors import APIError
 from localswarm.gateway.state import GatewayState
 from localswarm.gateway.streaming import DONE, KEEPALIVE, ChunkWriter, SSEResponse, sse
@@ -76,11 +75,11 @@ async def chat_completions(request: Request) -> Response:
         return SSEResponse(events, headers={"x-localswarm-strategy": strategy,
                                             "x-localswarm-instances": str(len(instances))})
     started = time.monotonic()
-    voted = await _unless_client_leaves(request, _vote_round(state, instances, body, strategy))
+    voted = await _unless_client_leaves(request, voting.vote_round(state, instances, body, strategy))
     if voted is None:
         return Response(status_code=499)  # nobody is listening; the work was cancelled
     gathered, result = voted
-    completion = _completion(state, gathered, result, body, time.monotonic() - started)
+    completion = voting.completion(state, gathered, result, body, time.monotonic() - started)
     meta = completion["localswarm"]
     headers = {
         "x-localswarm-strategy": result.strategy,
@@ -113,104 +112,13 @@ async def _unless_client_leaves(request: Request, work: Any) -> Any:
     return task.result()
 
 
-async def _vote_round(
-    state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str
-) -> tuple[fanout.Gathered, VoteResult]:
-    settings = state.settings
-    bodies = fanout.instance_bodies(body, len(instances), default_temperature=settings.temperature)
-
-    def quorum(cands: list[Candidate], n: int) -> bool:
-        if strategy == "fastest":
-            return True
-        if strategy == "quality":
-            return False
-        return quorum_reached(cands, n, quorum=settings.quorum, threshold=settings.similarity_threshold)
-
-    gathered = await fanout.gather(
-        state.client, instances, bodies, timeout=settings.instance_timeout, quorum=quorum
-    )
-    fanout.raise_for_nothing(gathered)
-    # Keep arrival order: the `fastest` strategy and tie-breaks rely on it.
-    result = vote([s.candidate for s in gathered.samples], strategy=strategy,
-                  threshold=settings.similarity_threshold)
-    # Support is counted against every instance asked: one that crashed, timed out or was
-    # cut off by the quorum is a missing vote, not an abstention.
-    result.confidence *= len(gathered.samples) / gathered.asked
-    state.record_vote(result, gathered)
-    return gathered, result
-
-
-def _metadata(gathered: fanout.Gathered, result: VoteResult, latency: float) -> dict[str, Any]:
-    candidates = [s.candidate for s in gathered.samples]
-    meta = result.metadata(candidates)
-    meta.update(
-        {
-            "n": gathered.asked,
-            "asked": gathered.asked,
-            "answered": len(gathered.samples),
-            "left_out": gathered.failed,
-            "early_stop": gathered.early_stop,
-            "latency_s": round(latency, 3),
-            "usage_total": {
-                "prompt_tokens": sum(int(s.usage.get("prompt_tokens") or 0) for s in gathered.samples),
-                "completion_tokens": sum(int(s.usage.get("completion_tokens") or 0) for s in gathered.samples),
-            },
-        }
-    )
-    return meta
-
-
-def _winning_message(gathered: fanout.Gathered, result: VoteResult) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
-    sample = gathered.samples[result.winner]
-    choice = copy.deepcopy((sample.response.get("choices") or [{}])[0])
-    message = choice.get("message") or {"role": "assistant", "content": ""}
-    finish = choice.get("finish_reason")
-    if result.tool_calls:
-        message["tool_calls"] = result.tool_calls
-        finish = "tool_calls"
-    elif message.get("tool_calls") and result.tool_calls is None and any(s.candidate.tool_calls for s in gathered.samples):
-        message.pop("tool_calls", None)  # the vote chose "no call"
-        finish = "stop"
-    usage = sample.usage
-    usage = {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-        "total_tokens": int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0),
-    }
-    return message, finish, usage
-
-
-def _completion(
-    state: GatewayState, gathered: fanout.Gathered, result: VoteResult, body: dict[str, Any], latency: float
-) -> dict[str, Any]:
-    message, finish, usage = _winning_message(gathered, result)
-    choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
-    n = body.get("n") or 1
-    if n > 1:  # further choices: the other samples, best cluster first
-        order = [i for c in result.clusters for i in c if i != result.winner]
-        for i in order[: n - 1]:
-            other = copy.deepcopy(gathered.samples[i].response["choices"][0])
-            other["index"] = len(choices)
-            choices.append(other)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": state.model_id,
-        "system_fingerprint": f"localswarm-{state.model_id}",
-        "choices": choices,
-        "usage": usage,
-        "localswarm": _metadata(gathered, result, latency),
-    }
-
-
 async def _stream_consensus(
     state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str, include_usage: bool
 ) -> AsyncIterator[str]:
     """Vote first (keep-alive comments meanwhile), then stream the winner as chunks."""
     started = time.monotonic()
     writer = ChunkWriter(f"chatcmpl-{uuid.uuid4().hex}", state.model_id)
-    task = asyncio.create_task(_vote_round(state, instances, body, strategy))
+    task = asyncio.create_task(voting.vote_round(state, instances, body, strategy))
     try:
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=state.settings.keepalive_interval)
@@ -222,8 +130,8 @@ async def _stream_consensus(
             yield sse(exc.body())
             yield DONE
             return
-        message, finish, usage = _winning_message(gathered, result)
-        meta = _metadata(gathered, result, time.monotonic() - started)
+        message, finish, usage = voting.winning_message(gathered, result)
+        meta = voting.metadata(gathered, result, time.monotonic() - started)
         deltas = tool_calls_to_stream_deltas(message.get("tool_calls") or [])
         for event in writer.answer(message, finish, deltas, meta):
             yield event

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import openai
-import pytest
 
 from localswarm.config import Settings
 from tests.helpers import RunningGateway, fake_backend, free_tcp_port, set_fake_replies
