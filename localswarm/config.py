@@ -28,7 +28,7 @@ class Settings:
     """All knobs of a swarm. Field comments are the user-facing documentation."""
 
     # What to run.
-    model: str = "embedded"  # "embedded", a .gguf path, or family:size:quant
+    model: str = "auto"  # "auto" (planned for this machine), "embedded", a .gguf path, family:size:quant
     instances: int | None = None  # None: planned (2 for the embedded model on CPU)
     llama_server: str | None = None  # explicit llama-server binary
     threads: int | None = None  # CPU threads shared by all instances (None: all cores)

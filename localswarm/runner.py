@@ -10,59 +10,44 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import uvicorn
 
 from localswarm import paths, statefile
-from localswarm.backends.llama_server import (
-    EMBEDDED_MODEL_ID,
-    LlamaServerBackend,
-    embedded_model_path,
-    find_llama_server,
-)
+from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
 from localswarm.config import Settings
-from localswarm.errors import ConfigError, LocalSwarmError, ModelNotFound
+from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
 from localswarm.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger("localswarm")
 
-DEFAULT_INSTANCES = 2
-
-
-@dataclass
-class ResolvedModel:
-    path: Path
-    model_id: str
-    embedded: bool
-
-
-def resolve_model(spec: str) -> ResolvedModel:
-    """``embedded`` or a local ``.gguf`` path. (Registry ids are planned in models/planner.)"""
-    if spec in ("embedded", "", None):
-        return ResolvedModel(embedded_model_path(), EMBEDDED_MODEL_ID, True)
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf" or path.exists():
-        if not path.is_file():
-            raise ModelNotFound(f"model file not found: {path}")
-        return ResolvedModel(path.resolve(), path.stem.lower(), False)
-    raise ModelNotFound(f"unknown model {spec!r}: give 'embedded' or a path to a .gguf file")
-
 
 def build_backend(settings: Settings, model: ResolvedModel) -> LlamaServerBackend:
     return LlamaServerBackend(
-        binary=find_llama_server(settings.llama_server),
+        binary=find_llama_server(settings.llama_server, allow_download=True),
         model_path=model.path,
         model_id=model.model_id,
         ctx_size=settings.ctx_size,
         parallel=settings.parallel,
+        gpu_layers=model.gpu_layers,
         extra_args=tuple(settings.extra_args),
     )
+
+
+def device_args(devices: list[str]) -> list[list[str]]:
+    """Per-instance llama-server flags that pin an instance to one GPU (``gpuN``)."""
+    out = []
+    for dev in devices:
+        if dev.startswith("gpu") and dev[3:].isdigit():
+            out.append(["--split-mode", "none", "--main-gpu", dev[3:]])
+        else:
+            out.append([])
+    return out
 
 
 def _check_port(host: str, port: int) -> None:
@@ -91,20 +76,30 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
     )
 
 
-def run(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> int:
+def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
+    """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`)."""
+    return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
+                         parallel=settings.parallel, interactive=interactive)
+
+
+def run(settings: Settings, *, model: ResolvedModel | None = None,
+        on_ready: Callable[[str], None] | None = None) -> int:
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
-    model = resolve_model(settings.model)
-    backend = build_backend(settings, model)
-    instances = settings.instances or DEFAULT_INSTANCES
     _check_port(settings.host, settings.port)
+    model = model or resolve(settings)
+    for note in model.notes:
+        logger.info("%s", note)
+    backend = build_backend(settings, model)
+    instances = settings.instances or model.instances
     supervisor = Supervisor(
         backend,
         instances=instances,
         log_dir=paths.state_dir() / "logs",
         timing=timing_from(settings),
         threads=settings.threads,
+        instance_args=device_args(model.devices) if model.devices else None,
     )
     app = create_app(settings, supervisor, model_id=model.model_id)
     config = uvicorn.Config(

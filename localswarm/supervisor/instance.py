@@ -80,6 +80,7 @@ class Instance:
     client: httpx.AsyncClient
     timing: InstanceTiming = field(default_factory=InstanceTiming)
     on_state: Callable[[Instance, State, State], None] | None = None
+    extra_args: tuple[str, ...] = ()  # per-instance flags, e.g. the GPU it is pinned to
 
     state: State = State.STOPPED
     port: int = 0
@@ -191,6 +192,7 @@ class Instance:
         self.port = free_port()
         self.api_key = secrets.token_urlsafe(24)
         spec = self.backend.launch_spec(port=self.port, api_key=self.api_key, threads=self.threads, seed=self.seed)
+        spec.argv.extend(self.extra_args)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}
         with open(self.log_path, "ab") as log:

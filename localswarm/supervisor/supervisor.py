@@ -49,6 +49,7 @@ class Supervisor:
         timing: InstanceTiming | None = None,
         threads: int | None = None,
         on_state: Callable[[Instance, State, State], None] | None = None,
+        instance_args: list[list[str]] | None = None,
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
@@ -67,6 +68,7 @@ class Supervisor:
                 client=self._client,
                 timing=self.timing,
                 on_state=on_state,
+                extra_args=tuple((instance_args or [])[i] if instance_args and i < len(instance_args) else ()),
             )
             for i in range(instances)
         ]
