@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,6 +13,7 @@ import click
 from localswarm import __version__, runner
 from localswarm.config import STRATEGIES, STREAM_MODES, load_settings
 from localswarm.errors import LocalSwarmError
+from localswarm.gateway.federation import preflight as federation_preflight
 
 
 def _setup_logging(level: str) -> None:
@@ -49,13 +51,18 @@ def main() -> None:
 @click.option("--strategy", type=click.Choice(STRATEGIES), help="How the vote picks an answer.")
 @click.option("--instance-timeout", "instance_timeout", type=float, help="Seconds before a slow instance is left out.")
 @click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+@click.option("--federate", flag_value=True, default=None,
+              help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
+@click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable).")
 @click.option("--detach", is_flag=True, help="Run in the background; `localswarm down` stops it.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose model, quantization and instances from a menu.")
 @click.option("--download-only", "download_only", is_flag=True, help="Fetch the model and llama-server, then exit.")
 def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> None:
     """Start the swarm and serve the OpenAI API."""
+    fed_flags = {"federate": flags.pop("federate"), "peers": list(flags.pop("peers")) or None}  # issue 6
     try:
-        settings = load_settings(flags)
+        settings = load_settings({**flags, **fed_flags})
+        federation_preflight(settings)  # refuses --federate off loopback without a shared secret
     except LocalSwarmError as exc:
         _fail(exc)
     _setup_logging(settings.log_level)
@@ -76,6 +83,8 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
             for key, value in flags.items():
                 if value is not None:
                     argv += [f"--{key.replace('_', '-')}", str(value)]
+            argv += (["--federate"] if fed_flags["federate"] else []) + [
+                a for peer in fed_flags["peers"] or () for a in ("--peer", peer)]  # issue 6
             info = runner.detach(argv, settings)
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
@@ -84,6 +93,35 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
     except LocalSwarmError as exc:
         _fail(exc)
     sys.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the peer table as JSON.")
+def peers(as_json: bool) -> None:
+    """Show the federation peers of the running swarm: node, address, model, instances, state, latency."""
+    data = runner.fetch_status()
+    if data is None or data.get("unreachable"):
+        click.echo("no swarm is running" if data is None else "the swarm's gateway does not answer")
+        sys.exit(1)
+    fed = data.get("federation")
+    if fed is None:
+        click.echo("federation is off (start with `localswarm up --federate`)")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(fed, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"federation: this node {fed['name']} ({fed['node_id'][:8]}), {len(fed['peers'])} peers")
+    for col in ("node", "address", "model", "instances", "state", "latency"):
+        table.add_column(col)
+    for row in fed["peers"]:
+        latency = row.get("latency_s")
+        node = f"{row.get('name') or '-'} ({(row.get('node_id') or '?')[:8]})"
+        table.add_row(node, row["address"], row.get("model") or "-", str(row.get("instances") or "-"),
+                      row["state"], f"{latency * 1000:.0f} ms" if isinstance(latency, (int, float)) else "-")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
 
 
 @main.command()
@@ -245,6 +283,24 @@ def service_print(system: bool, kind: str | None, up_args: tuple[str, ...]) -> N
 
     try:
         click.echo(svc.print_unit(kind, system=system, up_args=list(up_args)))
+    except LocalSwarmError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="Write (merge) opencode.json into the project instead of printing it.")
+@click.option("--dir", "project", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="Project folder for --write (default: the current folder).")
+def opencode(write: bool, project: Path) -> None:
+    """Print the opencode provider config for the running swarm (--write puts it in opencode.json)."""
+    from localswarm import opencode as oc
+
+    try:
+        config = oc.running_swarm_config()
+        if write:
+            click.echo(f"wrote {oc.write_config(project, config)} (model {config['model']})")
+        else:
+            click.echo(json.dumps(config, indent=2))
     except LocalSwarmError as exc:
         _fail(exc)
 

@@ -59,8 +59,27 @@ class Settings:
     fast_failure_window: float = 30.0
     stop_grace: float = 10.0  # SIGTERM → SIGKILL
 
+    # Federation (issue 6, docs/federation.md): off unless enabled. Enabled on a
+    # non-loopback host it needs a shared secret: $LOCALSWARM_FEDERATION_SECRET or a 0600 file.
+    federate: bool = False
+    peers: list[str] = field(default_factory=list)  # static peers, host:port (besides mDNS)
+    federation_secret_file: str | None = None  # 0600 file holding the shared secret
+    peer_timeout: float = 60.0  # seconds the coordinator waits for its peers' votes
+    mdns: bool = True  # zeroconf discovery (_localswarm._tcp.local.)
+    udp_discovery: bool = False  # UDP broadcast fallback where multicast is blocked
+    udp_port: int = 5354
+    peer_probe_interval: float = 5.0  # health probe of each peer (never generates text)
+
     # Limits.
     max_body_bytes: int = 8 * 1024 * 1024
+    max_concurrent: int | None = None  # requests in flight at the gateway; None: 4 × parallel (min 8); 0: no limit
+
+    # Access (issue 5).
+    api_key: str | None = None  # clients must send it (Authorization: Bearer); prefer LOCALSWARM_API_KEY
+    api_key_file: str | None = None  # a 0600 file holding the key (LOCALSWARM_API_KEY_FILE)
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed; empty: CORS off
+    embeddings: bool = False  # serve /v1/embeddings (starts llama-server with --embeddings)
+    pooling: str | None = "mean"  # embeddings pooling for llama-server; None: the model's own
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -72,6 +91,8 @@ class Settings:
             raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
+        if self.max_concurrent is not None and self.max_concurrent < 0:
+            raise ConfigError(f"max_concurrent must be >= 0, not {self.max_concurrent}")
         if self.parallel < 1 or self.ctx_size < 128:
             raise ConfigError("parallel must be >= 1 and ctx_size >= 128")
 

@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from localswarm.supervisor.supervisor import Supervisor
 
-__all__ = ["Metrics", "MetricsMiddleware", "metrics_endpoint", "UNMATCHED_ROUTE"]
+__all__ = ["UNMATCHED_ROUTE", "Metrics", "MetricsMiddleware", "install", "metrics_endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,11 @@ class Metrics:
 
 async def _fetch(client: httpx.AsyncClient, inst: Any, timeout: float) -> str | None:
     try:
-        resp = await client.get(inst.base_url + "/metrics", headers=inst.auth_headers(), timeout=timeout)
-    except httpx.HTTPError as exc:
+        # wait_for bounds the whole exchange; httpx's timeout only bounds each read.
+        resp = await asyncio.wait_for(
+            client.get(inst.base_url + "/metrics", headers=inst.auth_headers(), timeout=timeout), timeout
+        )
+    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
         logger.debug("%s: /metrics failed: %r", inst.name, exc)
         return None
     if resp.status_code != 200:
@@ -231,7 +235,7 @@ class _UpstreamCollector(Collector):
                 continue
             try:
                 families = list(text_string_to_metric_families(text))
-            except Exception as exc:  # garbage from a broken server must not break our page
+            except Exception as exc:  # noqa: BLE001 - garbage from a broken server must not break our page
                 logger.warning("%s: unparsable /metrics: %s", name, exc)
                 continue
             up[name] = True
@@ -326,3 +330,20 @@ def metrics_endpoint(metrics: Metrics, *, timeout: float = SCRAPE_TIMEOUT) -> An
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return endpoint
+
+
+def install(app: Any, metrics: Metrics, *, path: str = "/metrics") -> Metrics:
+    """Add :class:`MetricsMiddleware` and ``GET {path}`` to a Starlette app (before it starts).
+
+    Idempotent: an app that already serves ``path`` is left alone and keeps the
+    :class:`Metrics` it has in ``app.state.metrics``. Returns the metrics in use.
+    """
+    from starlette.routing import Route
+
+    if any(getattr(r, "path", None) == path for r in app.router.routes):
+        existing = getattr(app.state, "metrics", None)
+        return existing if isinstance(existing, Metrics) else metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.router.routes.append(Route(path, metrics_endpoint(metrics), methods=["GET"], include_in_schema=False))
+    app.state.metrics = metrics
+    return metrics

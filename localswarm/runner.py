@@ -36,6 +36,8 @@ def build_backend(settings: Settings, model: ResolvedModel) -> LlamaServerBacken
         parallel=settings.parallel,
         gpu_layers=model.gpu_layers,
         extra_args=tuple(settings.extra_args),
+        embeddings=settings.embeddings,
+        pooling=settings.pooling,
     )
 
 
@@ -121,6 +123,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "instances": instances,
         "started_at": time.time(),
         "state": "starting",
+        "auth": bool(settings.api_key or settings.api_key_file),  # clients need the key (`localswarm opencode`)
     }
     statefile.write(state)
 

@@ -114,6 +114,8 @@ class LlamaServerBackend:
     gpu_layers: str | None = None  # None: CPU only ("0"); "auto"/"99" on a GPU
     extra_args: tuple[str, ...] = ()
     name: str = "llama-server"
+    embeddings: bool = False  # serve /v1/embeddings too (issue 5)
+    pooling: str | None = None  # with embeddings: mean, cls, last, rank; None: the model's own
 
     def launch_spec(self, *, port: int, api_key: str, threads: int, seed: int) -> LaunchSpec:
         argv = [
@@ -134,6 +136,9 @@ class LlamaServerBackend:
         ]
         if self.gpu_layers is not None:
             argv += ["-ngl", self.gpu_layers]
+        if self.embeddings:
+            # Chat models have no pooling ("Pooling type 'none' is not OAI compatible").
+            argv += ["--embeddings"] + (["--pooling", self.pooling] if self.pooling else [])
         argv += list(self.extra_args)
         # The key goes through the environment, not argv, so `ps` does not show it.
         return LaunchSpec(argv=argv, env={"LLAMA_API_KEY": api_key})

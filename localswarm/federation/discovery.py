@@ -202,7 +202,16 @@ class Discovery:
         for host, port in self._static:
             self.table.upsert(Peer(node_id="", host=host, port=port, name=f"{host}:{port}", version=None), "static")
         if self._mdns:
-            await self._start_mdns()
+            try:
+                await self._start_mdns()
+            except (OSError, Exception) as exc:  # e.g. no multicast on the interface: keep the fallbacks
+                logger.warning("mDNS unavailable on %s (%s: %s); using static peers%s only", self.addresses,
+                               type(exc).__name__, exc, " and UDP broadcast" if self._udp_enabled else "")
+                if self._azc is not None:
+                    with contextlib.suppress(Exception):
+                        await self._azc.async_close()
+                self._azc = self._browser = self._info = None
+                self._registration = None
         if self._udp_enabled:
             self._udp = UdpBeacon(lambda: self.advert, self._on_datagram, **self._udp_settings)
             await self._udp.start()

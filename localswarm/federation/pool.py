@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from localswarm.federation.auth import FederationAuth
 from localswarm.federation.errors import PeerError
-from localswarm.federation.peers import PeerClient
-from localswarm.federation.protocol import VoteReply, VoteRequest
+from localswarm.federation.peers import PeerClient, PeerState
+from localswarm.federation.protocol import PROTOCOL_VERSION, VoteReply, VoteRequest
 from localswarm.federation.table import Peer, PeerTable
 
 __all__ = ["PeerPool", "VoteGather"]
@@ -31,6 +32,7 @@ class VoteGather:
     def __init__(self) -> None:
         self.replies: list[VoteReply] = []
         self.failures: dict[str, str] = {}
+        self.keys: dict[str, str] = {}  # node id of each reply -> table key it was asked under
 
     def __repr__(self) -> str:
         return f"VoteGather(replies={[r.node_id for r in self.replies]}, failures={self.failures})"
@@ -56,6 +58,7 @@ class PeerPool:
     ) -> None:
         self.table = table
         self.probe_interval_s = probe_interval_s
+        self.vote_check_s = 0.2  # how often a gather looks for peers marked down meanwhile
         self._factory = client_factory or (
             lambda peer: PeerClient(
                 peer.url, node_id=peer.node_id, auth=FederationAuth(secret, node_id=node_id), **client_kwargs
@@ -114,8 +117,8 @@ class PeerPool:
 
     async def probe(self) -> None:
         """Check the health of every peer that is due (UP, or DOWN past its delay)."""
-        due = list(self.available().values())
-        await asyncio.gather(*(self._probe_one(c) for c in due))
+        due = list(self.available().items())
+        await asyncio.gather(*(self._probe_one(k, c) for k, c in due))
 
     async def gather_votes(self, request: VoteRequest, *, timeout_s: float) -> VoteGather:
         """Ask every available peer to vote, in parallel; whatever is back by ``timeout_s`` counts."""
@@ -128,24 +131,52 @@ class PeerPool:
         if not targets:
             return result
         tasks = {asyncio.create_task(c.vote(request, timeout_s=timeout_s)): key for key, c in targets.items()}
-        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        failures_before = {key: c.health.consecutive_failures for key, c in targets.items()}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        pending: set[asyncio.Task[VoteReply]] = set(tasks)
+        while pending:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, self.vote_check_s))
+            # A peer that the health probes marked down while we wait (its host vanished, its
+            # connection hangs) is given up at once instead of holding the answer until the timeout.
+            for task in list(pending):
+                key = tasks[task]
+                client = targets[key]
+                if client.state is PeerState.DOWN and client.health.consecutive_failures > failures_before[key]:
+                    task.cancel()
+                    pending.discard(task)
+                    result.failures[key] = f"marked down during the vote: {client.health.last_error}"
+        done = {t for t in tasks if t.done() and not t.cancelled()}
         for task in pending:
             task.cancel()
             result.failures[tasks[task]] = f"timed out after {timeout_s:.1f} s"
             targets[tasks[task]].record_failure(f"vote timed out after {timeout_s:.1f} s")
         for task in done:
+            if task in pending:
+                continue
             exc = task.exception()
             if exc is None:
                 result.replies.append(task.result())
+                result.keys[task.result().node_id] = tasks[task]
             else:
                 result.failures[tasks[task]] = str(exc)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        cancelled = [t for t in tasks if t.cancelled() or not t.done()]
+        if cancelled:
+            await asyncio.gather(*cancelled, return_exceptions=True)
         return result
 
-    async def _probe_one(self, client: PeerClient) -> None:
+    async def _probe_one(self, key: str, client: PeerClient) -> None:
         with contextlib.suppress(PeerError):
             await client.check_health()
+            peer = self.table.get(key)
+            if peer is not None and not peer.node_id:
+                # A static peer answered: learn who it is, so the table keys it by node id.
+                info = await client.info()
+                self.table.upsert(dataclasses.replace(peer, node_id=info.node_id, name=info.name or peer.name,
+                                                      model=info.model, instances=info.instances, hw=info.hw,
+                                                      auth=info.auth, version=PROTOCOL_VERSION), "static")
 
     async def _probe_loop(self) -> None:
         while True:

@@ -9,11 +9,17 @@ from typing import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from localswarm.config import Settings
+from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
+from localswarm.gateway.counters import RequestCounters
 from localswarm.gateway.errors import APIError
+from localswarm.gateway.federation import start_federation, stop_federation
+from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
 from localswarm.gateway.state import GatewayState
 from localswarm.supervisor.instance import InstanceTiming
@@ -64,15 +70,39 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
             timeout=httpx.Timeout(settings.instance_timeout, connect=5.0),
         )
         app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id)
+        # federation (issue 6): a no-op unless settings.federate; mounts /v1/federation/* itself
+        federation = await start_federation(app, app.state.gateway)
         supervisor.start()
         try:
             yield
         finally:
+            await stop_federation(app, federation)  # federation (issue 6)
             await supervisor.stop()
             await client.aclose()
 
-    return Starlette(
+    # Access and limits (issue 5). Outermost first: CORS answers preflights before the key
+    # check, the key check runs before a request takes a concurrency slot.
+    api_key = load_api_key(settings)
+    counters = RequestCounters()
+    limiter = Limiter(max_concurrent(settings))
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-localswarm-strategy"],
+            expose_headers=["x-localswarm-strategy", "x-localswarm-confidence", "x-localswarm-votes",
+                            "x-localswarm-winner", "x-localswarm-instances", "retry-after"],
+        ))
+    if api_key:
+        middleware.append(Middleware(APIKeyMiddleware, key=api_key, on_reject=counters.count_auth_rejection))
+    middleware.append(Middleware(ConcurrencyMiddleware, limiter=limiter, on_reject=counters.count_busy_rejection))
+    app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
+    app.state.counters = counters
+    app.state.limiter = limiter
+    app.state.api_key_set = api_key is not None
+    return app

@@ -117,18 +117,33 @@ async def call_instance(
     response: dict[str, Any] | None = None
     upstream = {**body, "stream": True, "stream_options": {"include_usage": True}}
     try:
-        async with client.stream(
-            "POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
-            timeout=httpx.Timeout(timeout, connect=5.0),
-        ) as resp:
+        request = client.build_request("POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
+                                       timeout=httpx.Timeout(timeout, connect=5.0))
+        resp = await send_with_retry(client, request)
+        try:
             if resp.status_code != 200:
                 await resp.aread()
                 raise upstream_error(resp)
             response = await _collect(resp)
+        finally:
+            await resp.aclose()
         return Sample(inst, response, to_candidate(inst.name, response, time.monotonic() - started))
     finally:
         inst.stats.in_flight -= 1
         record(inst, started, response)
+
+
+async def send_with_retry(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send (streamed); retry once when a pooled keep-alive connection turns out closed.
+
+    llama-server closes the connection after a streamed response; a pooled connection can
+    be reused in the instant before that close is seen, and the request then fails before
+    the server read it. Nothing was generated, so sending it again is safe.
+    """
+    try:
+        return await client.send(request, stream=True)
+    except httpx.RemoteProtocolError:
+        return await client.send(request, stream=True)
 
 
 async def _collect(resp: httpx.Response) -> dict[str, Any]:
@@ -155,6 +170,8 @@ async def _collect(resp: httpx.Response) -> dict[str, Any]:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 content.append(delta["content"])
+            if choice.get("text"):  # a legacy /v1/completions stream
+                content.append(choice["text"])
             if delta.get("reasoning_content"):
                 reasoning.append(delta["reasoning_content"])
             if delta.get("tool_calls"):

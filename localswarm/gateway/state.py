@@ -32,6 +32,8 @@ class GatewayState:
     model_id: str
     started_at: float = field(default_factory=time.time)
     votes: VoteStats = field(default_factory=VoteStats)
+    # localswarm.gateway.federation.Federation when `federate` is on (issue 6), else None.
+    federation: Any = None
 
     def model_ids(self) -> list[str]:
         """The served model and its aliases; any other name a client sends maps here too."""
@@ -45,6 +47,9 @@ class GatewayState:
 
     def status(self) -> dict[str, Any]:
         s = self.settings
+        extra: dict[str, Any] = {}
+        if self.federation is not None:
+            extra["federation"] = self.federation.status()
         return {
             "version": __version__,
             "model": self.model_id,
@@ -62,4 +67,5 @@ class GatewayState:
                     round(self.votes.confidence_total / self.votes.votes, 3) if self.votes.votes else None
                 ),
             },
+            **extra,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -9,6 +10,7 @@ import time
 from typing import Any, AsyncIterator
 
 import anyio
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,52 @@ class SSEResponse:
                 await aclose()
 
 
+async def prefetch(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Pull the first event before the response starts.
+
+    An error the generator raises before its first event (an instance's 400 for a prompt
+    longer than the context, no instance able to answer) then becomes a plain HTTP error
+    with its real status instead of an error event inside a 200 stream. Generators yield
+    a keep-alive after ``keepalive_interval``, so this waits at most that long.
+    """
+    first = await events.__anext__()
+
+    async def rest() -> AsyncIterator[str]:
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    return rest()
+
+
+async def unless_client_leaves(request: Request, work: Any) -> Any:
+    """Await ``work`` but cancel it (and its upstream requests) if the client disconnects.
+
+    Returns None when the client left.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        watcher.cancel()
+    if task.cancelled():
+        logger.info("client disconnected; upstream work cancelled")
+        return None
+    return task.result()
+
+
 _PIECE = re.compile(r"\S+\s*|\s+")
 
 
@@ -87,28 +135,57 @@ def split_text(text: str, words: int = 3) -> list[str]:
     return ["".join(pieces[i : i + words]) for i in range(0, len(pieces), words)]
 
 
+def _logprob_pieces(text: str, logprobs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]] | None:
+    """One (piece, logprob entry) per token when the tokens spell ``text`` exactly, else None."""
+    if not logprobs or "".join(str(e.get("token", "")) for e in logprobs) != text:
+        return None
+    return [(str(e.get("token", "")), e) for e in logprobs]
+
+
 class ChunkWriter:
     """Builds ``chat.completion.chunk`` objects sharing one id, model and timestamp."""
 
-    def __init__(self, completion_id: str, model: str) -> None:
+    def __init__(self, completion_id: str, model: str, *, object: str = "chat.completion.chunk") -> None:
         self.id = completion_id
         self.model = model
+        self.object = object
         self.created = int(time.time())
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+    def chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        *,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         return {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.object,
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+            **extra,
+        }
+
+    def text_chunk(
+        self, text: str, finish_reason: str | None = None, *, index: int = 0, logprobs: Any = None, **extra: Any
+    ) -> dict[str, Any]:
+        """A legacy ``text_completion`` chunk (``/v1/completions``)."""
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
             **extra,
         }
 
     def usage_chunk(self, usage: dict[str, Any], **extra: Any) -> dict[str, Any]:
         return {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.object,
             "created": self.created,
             "model": self.model,
             "choices": [],
@@ -121,13 +198,32 @@ class ChunkWriter:
         message: dict[str, Any],
         finish_reason: str | None,
         tool_call_deltas: list[dict[str, Any]],
-        metadata: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        *,
+        index: int = 0,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> list[str]:
-        """The events of a whole answer: role, content pieces, tool-call deltas, finish."""
-        events = [sse(self.chunk({"role": "assistant", "content": ""}))]
-        for piece in split_text(message.get("content") or ""):
-            events.append(sse(self.chunk({"content": piece})))
+        """The events of a whole answer: role, content pieces, tool-call deltas, finish.
+
+        With ``logprobs`` (the winner's per-token entries) the content goes out one token
+        per chunk, each carrying its entry, as llama-server itself streams them.
+        """
+        events = [sse(self.chunk({"role": "assistant", "content": ""}, index=index))]
+        content = message.get("content") or ""
+        pieces = _logprob_pieces(content, logprobs or [])
+        if pieces is not None:
+            for piece, entry in pieces:
+                events.append(sse(self.chunk({"content": piece}, index=index, logprobs={"content": [entry]})))
+        else:
+            first = True
+            for piece in split_text(content):
+                lp = {"content": logprobs} if logprobs and first else None
+                events.append(sse(self.chunk({"content": piece}, index=index, logprobs=lp)))
+                first = False
+        if message.get("reasoning_content"):
+            events.insert(1, sse(self.chunk({"reasoning_content": message["reasoning_content"]}, index=index)))
         for delta in tool_call_deltas:  # each already {"tool_calls": [...]}
-            events.append(sse(self.chunk(delta)))
-        events.append(sse(self.chunk({}, finish_reason or "stop", localswarm=metadata)))
+            events.append(sse(self.chunk(delta, index=index)))
+        extra = {"localswarm": metadata} if metadata is not None else {}
+        events.append(sse(self.chunk({}, finish_reason or "stop", index=index, **extra)))
         return events

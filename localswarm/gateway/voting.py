@@ -9,16 +9,33 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from localswarm.consensus import Candidate, VoteResult, quorum_reached, vote
-from localswarm.gateway import fanout
+from localswarm.gateway import choices, fanout
 from localswarm.gateway.state import GatewayState
 
 
 async def vote_round(
     state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str
 ) -> tuple[fanout.Gathered, VoteResult]:
+    """Vote on ``body``: locally, and with every healthy peer when federation is on.
+
+    With federation on and no ``x-localswarm-hops`` on the client's request, this node
+    coordinates: it votes locally while asking its peers in parallel (one timeout), then
+    pools the answers (``cross_vote``). The result is the same pair as a local round; the
+    returned ``gathered`` then carries the cross-vote, which :func:`metadata` reports.
+    """
+    federation = state.federation
+    if federation is not None and federation.should_coordinate():
+        return await federation.vote_round(state, instances, body, strategy, local_vote_round)
+    return await local_vote_round(state, instances, body, strategy)
+
+
+async def local_vote_round(
+    state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str
+) -> tuple[fanout.Gathered, VoteResult]:
+    """One vote on this node's own instances only (what a peer runs for a federated request)."""
     settings = state.settings
     bodies = fanout.instance_bodies(body, len(instances), default_temperature=settings.temperature)
 
@@ -44,19 +61,28 @@ async def vote_round(
 
 
 def metadata(gathered: fanout.Gathered, result: VoteResult, latency: float) -> dict[str, Any]:
-    candidates = [s.candidate for s in gathered.samples]
+    federated = getattr(gathered, "federation", None)
+    if federated is not None:  # a cross-vote: local part first, then the pooled decision
+        return federated.metadata(gathered, result, latency, _local_metadata)
+    return _local_metadata(gathered.samples, gathered, result, latency)
+
+
+def _local_metadata(
+    samples: list[fanout.Sample], gathered: fanout.Gathered, result: VoteResult, latency: float
+) -> dict[str, Any]:
+    candidates = [s.candidate for s in samples]
     meta = result.metadata(candidates)
     meta.update(
         {
             "n": gathered.asked,
             "asked": gathered.asked,
-            "answered": len(gathered.samples),
+            "answered": len(samples),
             "left_out": gathered.failed,
             "early_stop": gathered.early_stop,
             "latency_s": round(latency, 3),
             "usage_total": {
-                "prompt_tokens": sum(int(s.usage.get("prompt_tokens") or 0) for s in gathered.samples),
-                "completion_tokens": sum(int(s.usage.get("completion_tokens") or 0) for s in gathered.samples),
+                "prompt_tokens": sum(int(s.usage.get("prompt_tokens") or 0) for s in samples),
+                "completion_tokens": sum(int(s.usage.get("completion_tokens") or 0) for s in samples),
             },
         }
     )
@@ -84,24 +110,31 @@ def winning_message(gathered: fanout.Gathered, result: VoteResult) -> tuple[dict
 
 
 def completion(
-    state: GatewayState, gathered: fanout.Gathered, result: VoteResult, body: dict[str, Any], latency: float
+    state: GatewayState,
+    gathered: fanout.Gathered,
+    result: VoteResult,
+    body: dict[str, Any],
+    latency: float,
+    *,
+    extra: Sequence[fanout.Sample] = (),
 ) -> dict[str, Any]:
-    message, finish, usage = winning_message(gathered, result)
-    choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
-    n = body.get("n") or 1
-    if n > 1:  # further choices: the other samples, best cluster first
-        order = [i for c in result.clusters for i in c if i != result.winner]
-        for i in order[: n - 1]:
-            other = copy.deepcopy(gathered.samples[i].response["choices"][0])
-            other["index"] = len(choices)
-            choices.append(other)
+    """The ``chat.completion`` object: the winner, ``n - 1`` other samples, honest usage.
+
+    ``extra`` holds samples from additional rounds when ``n`` exceeds the instances asked.
+    """
+    message, finish, _ = winning_message(gathered, result)
+    picked = choices.pick(gathered, result, (message, finish), n=body.get("n") or 1, extra=extra)
+    meta = metadata(gathered, result, latency)
+    if extra:
+        meta["usage_total"] = choices.swarm_total([*gathered.samples, *extra])
+        meta["extra_samples"] = len(extra)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": state.model_id,
         "system_fingerprint": f"localswarm-{state.model_id}",
-        "choices": choices,
-        "usage": usage,
-        "localswarm": metadata(gathered, result, latency),
+        "choices": [c.as_choice(i, with_logprobs=bool(body.get("logprobs"))) for i, c in enumerate(picked)],
+        "usage": choices.usage(picked),
+        "localswarm": meta,
     }

@@ -10,6 +10,13 @@ its behaviour from the environment:
   ``{"content": ..., "tool_calls": [...], "finish_reason": ..., "delay": seconds}``.
 - ``FAKE_LOAD_DELAY``: seconds of answering 503 "Loading model" before ready.
 - ``FAKE_DELAY``: seconds to wait before answering a completion.
+
+It serves ``/v1/chat/completions`` and ``/v1/completions`` (streamed or not, with
+``logprobs`` as llama-server shapes them: one entry per word here), ``/v1/embeddings``
+(with ``--embeddings``; 8 made-up dimensions), ``/tokenize`` (one token per word),
+``/props``, ``/metrics``, and a test-only ``GET /fake/last_bodies``. A prompt longer than
+the slot context (``-c`` / ``-np``, one token per word) gets llama-server's 400
+``exceed_context_size_error``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ parser.add_argument("--alias", "-a", default="fake-model")
 parser.add_argument("-s", "--seed", type=int, default=1000)
 parser.add_argument("-c", "--ctx-size", type=int, default=4096)
 parser.add_argument("-np", "--parallel", type=int, default=1)
+parser.add_argument("--embeddings", action="store_true")
 args, _ = parser.parse_known_args()
 
 API_KEY = os.environ.get("LLAMA_API_KEY", "")
@@ -37,7 +45,9 @@ LOAD_DELAY = float(os.environ.get("FAKE_LOAD_DELAY", "0"))
 DELAY = float(os.environ.get("FAKE_DELAY", "0"))
 REPLIES = json.loads(os.environ.get("FAKE_REPLIES", '["Hello from a fake llama-server."]'))
 INDEX = args.seed - 1000
+EMBEDDINGS = args.embeddings
 COUNTERS = {"requests": 0, "prompt_tokens": 0, "predicted": 0}
+LAST_BODIES: list = []  # upstream bodies seen, newest last (GET /fake/last_bodies)
 LOCK = threading.Lock()
 
 
@@ -73,6 +83,12 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"status": "ok"})
         elif self.path in ("/v1/models", "/models"):
             self._json(200, {"object": "list", "data": [{"id": args.alias, "object": "model", "owned_by": "fake"}]})
+        elif self.path == "/props":
+            self._json(200, {"total_slots": args.parallel, "model_alias": args.alias,
+                             "default_generation_settings": {"n_ctx": args.ctx_size // max(1, args.parallel)}})
+        elif self.path == "/fake/last_bodies":
+            with LOCK:
+                self._json(200, LAST_BODIES[-20:])
         elif self.path == "/metrics":
             text = (
                 "# HELP llamacpp:requests_processing fake\n# TYPE llamacpp:requests_processing gauge\n"
@@ -96,29 +112,78 @@ class Handler(BaseHTTPRequestHandler):
         if API_KEY and auth != f"Bearer {API_KEY}" and self.headers.get("X-Api-Key") != API_KEY:
             self._json(401, {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}})
             return
-        if self.path not in ("/v1/chat/completions", "/chat/completions"):
-            self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._json(400, {"error": {"code": 400, "message": "invalid JSON", "type": "invalid_request_error"}})
             return
-        body = json.loads(raw)
+        if self.path == "/tokenize":
+            self._json(200, {"tokens": list(range(len(str(body.get("content", "")).split())))})
+        elif self.path in ("/v1/embeddings", "/embeddings"):
+            self._embeddings(body)
+        elif self.path in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
+            self._generate(body, chat="chat" in self.path)
+        else:
+            self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+    def _embeddings(self, body: dict) -> None:
+        if not EMBEDDINGS:
+            self._json(501, {"error": {"code": 501, "message": "This server does not support embeddings. "
+                                       "Start it with `--embeddings`", "type": "not_supported_error"}})
+            return
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [((len(str(x)) + j) % 7) / 7 for j in range(8)]}
+                for i, x in enumerate(inputs)]
+        tokens = sum(len(str(x).split()) for x in inputs)
+        self._json(200, {"object": "list", "model": args.alias, "data": data,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def _generate(self, body: dict, *, chat: bool) -> None:
         r = reply()
         time.sleep(float(r.get("delay", DELAY)))
         content = r.get("content")
         tool_calls = r.get("tool_calls")
         finish = r.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
-        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body["messages"]) + 5
+        if chat:
+            prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body.get("messages") or []
+                                if isinstance(m, dict)) + 5
+        else:
+            prompt_tokens = len(str(body.get("prompt")).split())
+        if prompt_tokens > args.ctx_size // max(1, args.parallel):  # as llama-server answers it
+            n_ctx = args.ctx_size // max(1, args.parallel)
+            self._json(400, {"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt_tokens,
+                                       "n_ctx": n_ctx, "message": f"request ({prompt_tokens} tokens) exceeds the "
+                                       f"available context size ({n_ctx} tokens), try increasing it"}})
+            return
         completion_tokens = len((content or "").split()) + (len(json.dumps(tool_calls)) // 4 if tool_calls else 0)
         with LOCK:
             COUNTERS["requests"] += 1
             COUNTERS["predicted"] += completion_tokens
+            LAST_BODIES.append(body)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
+        words = [w + " " for w in (content or "").split(" ")] if content else []
+        if words:
+            words[-1] = words[-1][:-1]
+        want_logprobs = bool(body.get("logprobs"))
+
+        def logprob(word: str) -> dict:
+            return {"token": word, "logprob": -0.5, "bytes": list(word.encode()),
+                    "top_logprobs": [{"token": word, "logprob": -0.5, "bytes": list(word.encode())}]}
+
         message: dict = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
         if not body.get("stream"):
+            choice: dict = {"index": 0, "finish_reason": finish,
+                            "logprobs": {"content": [logprob(w) for w in words]} if want_logprobs else None}
+            if chat:
+                choice["message"] = message
+            else:
+                choice["text"] = content or ""
             self._json(200, {
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                "model": args.alias, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "id": "chatcmpl-fake", "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()), "model": args.alias, "choices": [choice],
                 "usage": usage, "timings": {"predicted_n": completion_tokens, "predicted_ms": 10.0},
             })
             return
@@ -131,13 +196,19 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
             self.wfile.flush()
 
-        def chunk(delta: dict, fin: str | None = None) -> dict:
-            return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": args.alias, "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+        def chunk(delta: dict, fin: str | None = None, word: str | None = None) -> dict:
+            lp = {"content": [logprob(word)]} if want_logprobs and word is not None else None
+            if chat:
+                choice = {"index": 0, "delta": delta, "finish_reason": fin, "logprobs": lp}
+            else:
+                choice = {"index": 0, "text": delta.get("content") or "", "finish_reason": fin, "logprobs": lp}
+            return {"id": "chatcmpl-fake", "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": int(time.time()), "model": args.alias, "choices": [choice]}
 
-        event(chunk({"role": "assistant", "content": None}))
-        for word in (content or "").split(" "):
-            event(chunk({"content": word + " "}))
+        if chat:
+            event(chunk({"role": "assistant", "content": None}))
+        for word in words:
+            event(chunk({"content": word}, word=word))
         for i, call in enumerate(tool_calls or []):
             event(chunk({"tool_calls": [{"index": i, **call}]}))
         event(chunk({}, finish))

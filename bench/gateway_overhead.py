@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Benchmark: what the gateway and the vote cost, measured side by side in one run.
+
+Prints, non-streamed and streamed:
+  1. gateway overhead: the gateway over one llama-server vs the same llama-server called
+     directly (same prompt, seed and token count; ratio of medians);
+  2. N-instance consensus latency vs one instance (cores divided among instances).
+and writes the figures to docs/benchmarks.md (section "Gateway overhead").
+
+Run: .venv/bin/python bench/gateway_overhead.py [--runs 7] [--tokens 64] [--instances 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from localswarm.backends.llama_server import LlamaServerBackend, embedded_model_path, find_llama_server  # noqa: E402
+from localswarm.config import Settings  # noqa: E402
+from tests.helpers import RunningGateway, free_tcp_port  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Write a Python function that returns the n-th Fibonacci number."}]
+BEGIN, END = "<!-- BEGIN gateway-overhead -->", "<!-- END gateway-overhead -->"
+
+
+def body(tokens: int, stream: bool) -> dict:
+    # ignore_eos fixes the work: every call decodes exactly `tokens` tokens.
+    return {"messages": PROMPT, "max_tokens": tokens, "ignore_eos": True, "seed": 42, "temperature": 0.8,
+            "stream": stream}
+
+
+def timed(client: httpx.Client, url: str, payload: dict, headers: dict) -> tuple[float, float]:
+    """(total seconds, seconds to the first content byte)."""
+    started = time.perf_counter()
+    first = None
+    if not payload["stream"]:
+        r = client.post(url, json=payload, headers=headers)
+        r.raise_for_status()
+        total = time.perf_counter() - started
+        return total, total
+    with client.stream("POST", url, json=payload, headers=headers) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if first is None and line.startswith("data:") and '"content":"' in line and '"content":""' not in line:
+                first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    return total, first or total
+
+
+def paired(fa, fb, runs: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Medians of A and B, alternating A, B, A, B... so load drifts hit both alike."""
+    fa(), fb()  # warm-up (prompt cache, connections)
+    ra, rb = [], []
+    for _ in range(runs):
+        ra.append(fa())
+        rb.append(fb())
+
+    def med(rs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)
+
+    return med(ra), med(rb)
+
+
+def gateway(instances: int, threads: int, binary: Path, model: Path) -> RunningGateway:
+    settings = Settings(port=free_tcp_port(), threads=threads, ctx_size=1024, parallel=1, keepalive_interval=5)
+    backend = LlamaServerBackend(binary=binary, model_path=model, model_id="smollm2", ctx_size=1024, parallel=1)
+    return RunningGateway(settings, backend, instances=instances)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--instances", type=int, default=2)
+    ap.add_argument("--write", default=str(REPO / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    binary, model = find_llama_server(), embedded_model_path()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rows = []
+    with httpx.Client(timeout=300) as client:
+        with gateway(1, cores, binary, model) as gw1, gateway(args.instances, cores, binary, model) as gwn:
+            inst = gw1.supervisor.instances[0]
+            # Only one swarm decodes at a time (calls alternate), so each has the cores to itself.
+            for stream in (False, True):
+                direct, via = paired(
+                    lambda: timed(client, inst.base_url + "/v1/chat/completions", body(args.tokens, stream),
+                                  {**inst.auth_headers(), "Connection": "close"}),
+                    lambda: timed(client, gw1.url + "/v1/chat/completions", body(args.tokens, stream), {}),
+                    args.runs)
+                rows.append(("gateway (1 instance) vs llama-server direct", stream, direct, via))
+            for stream in (False, True):
+                one, many = paired(
+                    lambda: timed(client, gw1.url + "/v1/chat/completions", body(args.tokens, stream), {}),
+                    lambda: timed(client, gwn.url + "/v1/chat/completions", body(args.tokens, stream), {}),
+                    args.runs)
+                rows.append((f"{args.instances}-instance consensus vs 1 instance", stream, one, many))
+    lines = [
+        BEGIN,
+        "## Gateway overhead and consensus latency",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `bench/gateway_overhead.py` on this project's CI machine "
+        f"({cores} cores, {platform.machine()}, Python {platform.python_version()}), real llama-server "
+        f"with the embedded SmolLM2-135M Q4_1, {args.tokens} tokens per answer (`ignore_eos`), same prompt "
+        f"and seed, median of {args.runs} runs after one warm-up, the two sides alternating call by call. Threads: the single instance gets all "
+        f"{cores} cores; {args.instances} instances share them ({max(1, cores // args.instances)} each).",
+        "",
+        "| comparison | mode | baseline median s | compared median s | ratio | baseline TTFT s | compared TTFT s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, stream, base, comp in rows:
+        mode = "streamed" if stream else "non-streamed"
+        line = (f"| {name} | {mode} | {base[0]:.3f} | {comp[0]:.3f} | {comp[0] / base[0]:.2f}x | "
+                f"{base[1]:.3f} | {comp[1]:.3f} |")
+        lines.append(line)
+    lines += [
+        "",
+        "TTFT (time to first content token) equals the total for non-streamed calls. In `consensus` "
+        "stream mode the gateway votes before it streams, so its first token arrives after the slowest "
+        "counted instance; `stream_mode: fastest` trades the vote for the first instance's TTFT.",
+        END,
+    ]
+    text = "\n".join(lines)
+    print(text)
+    path = Path(args.write)
+    old = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured on this project's machines; each section names the script that wrote it.\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + text + "\n"
+    path.write_text(new)
+    print(json.dumps({"written": str(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

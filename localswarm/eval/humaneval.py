@@ -1,0 +1,176 @@
+"""``python -m localswarm.eval humaneval``: sample, execute in the sandbox, vote, report.
+
+    # 2 llama-servers started here (SmolLM2-135M), 5 samples per problem, first 40 problems
+    python -m localswarm.eval humaneval --spawn --n 5 --limit 40
+    # a bigger model on a GPU machine
+    python -m localswarm.eval humaneval --spawn --model /models/qwen2.5-coder-7b-q4_k_m.gguf --ngl 99
+    # any OpenAI-compatible server (e.g. an optillm proxy), one answer per problem
+    python -m localswarm.eval humaneval --base-url http://127.0.0.1:8000/v1 --request-model moa-x --n 1
+    # recompute the figures from saved samples, no generation
+    python -m localswarm.eval humaneval --samples ~/.cache/localswarm/eval-runs/run.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from localswarm import paths
+from localswarm.eval import report
+from localswarm.eval.codegen import load_problems
+from localswarm.eval.sampling import GenConfig, base_url_endpoints, read_samples, sample_all, spawned
+from localswarm.eval.sandbox import Limits, isolation_summary, probe
+
+logger = logging.getLogger("localswarm.eval")
+
+
+def runs_dir() -> Path:
+    return paths.cache_dir() / "eval-runs"
+
+
+def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    kw = dict(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("humaneval", **kw) if sub is not None else argparse.ArgumentParser(**kw)
+    src = p.add_argument_group("where samples come from (one of)")
+    src.add_argument("--spawn", action="store_true", help="start llama-server instances here")
+    src.add_argument("--base-url", action="append", default=[], metavar="URL",
+                     help="OpenAI-compatible server (repeatable; samples spread over them)")
+    src.add_argument("--samples", type=Path, help="recompute from a saved samples JSONL (no generation)")
+    g = p.add_argument_group("spawned instances")
+    g.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M), gemma3-270m or a .gguf path")
+    g.add_argument("--instances", type=int, default=2)
+    g.add_argument("--threads", type=int, default=None, help="total CPU threads, divided among instances")
+    g.add_argument("--parallel", type=int, default=2, help="slots per instance = requests in flight")
+    g.add_argument("--ctx", type=int, default=2048, help="context per slot")
+    g.add_argument("--ngl", default=None, help="GPU layers (e.g. 99 or auto); CPU only when unset")
+    g.add_argument("--llama-server", default=None, help="llama-server binary (default: the project's lookup)")
+    b = p.add_argument_group("base URL")
+    b.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    b.add_argument("--request-model", default=None, help="model name to send (default: the server's first)")
+    b.add_argument("--concurrency", type=int, default=2, help="requests in flight per base URL")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--n", type=int, default=5, help="samples per problem")
+    s.add_argument("--limit", type=int, default=None, help="only the first K problems (file order)")
+    s.add_argument("--max-tokens", type=int, default=384)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=1234, help="sample i of problem p uses seed + 1000 p + i")
+    s.add_argument("--save", type=Path, default=None, help="samples JSONL (default under the cache dir)")
+    s.add_argument("--resume", action="store_true", help="keep the samples already in --save")
+    r = p.add_argument_group("report")
+    r.add_argument("--out", type=Path, default=Path("docs/consensus.md"))
+    r.add_argument("--no-report", action="store_true", help="print the figures only")
+    r.add_argument("--label", default=None, help="section title (default: model and N)")
+    r.add_argument("--note", action="append", default=[], help="extra note line in the report (repeatable)")
+    r.add_argument("--workers", type=int, default=2, help="sandboxed programs at once")
+    r.add_argument("--exec-timeout", type=float, default=10.0, help="wall seconds per program")
+    return p
+
+
+def _progress(what: str) -> Any:
+    state = {"t": 0.0}
+    start = time.monotonic()
+
+    def cb(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - state["t"] >= 15 or done == total:
+            state["t"] = now
+            el = now - start
+            eta = el / done * (total - done) if done else 0
+            print(f"[{what}] {done}/{total}  {el / 60:.1f} min elapsed, ~{eta / 60:.1f} min left",
+                  file=sys.stderr, flush=True)
+
+    return cb
+
+
+def _meta_path(samples: Path) -> Path:
+    return samples.with_suffix(".meta.json")
+
+
+async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) -> dict[str, Any]:
+    cfg = GenConfig(n=args.n, max_tokens=args.max_tokens, temperature=args.temperature,
+                    top_p=args.top_p, seed=args.seed)
+    done: set[tuple[str, int]] = set()
+    if args.resume and save.exists():
+        done = {(r["task_id"], int(r["sample"])) for r in read_samples(save) if r.get("finish_reason") != "error"}
+    elif save.exists():
+        save.unlink()
+    meta: dict[str, Any] = {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
+                            "top_p": args.top_p, "seed": args.seed, "limit": args.limit,
+                            "date": report.today(), "machine": report.machine_line()}
+    if args.spawn:
+        async with spawned(args.model, instances=args.instances, threads=args.threads, parallel=args.parallel,
+                           ctx_size=args.ctx, gpu_layers=args.ngl, llama_server=args.llama_server,
+                           log_dir=runs_dir() / "logs") as (eps, info):
+            meta.update(model=info["model"], spawn=info,
+                        source=f"--spawn: {info['instances']} llama-server × {info['threads_per_instance']} "
+                               f"thread(s) × {info['parallel']} slots"
+                               + (f", -ngl {info['gpu_layers']}" if info["gpu_layers"] else ", CPU"))
+            print(f"instances ready: {[e.url() for e in eps]}", file=sys.stderr)
+            wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"))
+    else:
+        eps = await base_url_endpoints(args.base_url, args.api_key, args.request_model, args.concurrency)
+        meta.update(model=eps[0].model, source=f"--base-url {', '.join(args.base_url)} "
+                                               f"({args.concurrency} in flight each)")
+        wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"))
+    recs = read_samples(save)
+    toks = sum(int(r.get("completion_tokens") or 0) for r in recs)
+    meta["generation"] = {"wall_s": round(wall, 1), "samples": len(recs), "completion_tokens": toks,
+                          "tokens_per_s": toks / wall if wall else 0.0, "resumed": bool(done)}
+    _meta_path(save).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if sum(bool(x) for x in (args.spawn, args.base_url, args.samples)) != 1:
+        print("give exactly one of --spawn, --base-url URL, --samples FILE", file=sys.stderr)
+        return 2
+    iso = probe()
+    iso_line = isolation_summary(iso)
+    if not (iso.get("net_ns") and iso.get("readonly_fs")):
+        logger.warning("sandbox is weaker on this machine: %s", iso_line)
+    else:
+        logger.info("sandbox: %s", iso_line)
+
+    if args.samples:
+        save = args.samples
+        meta = json.loads(_meta_path(save).read_text()) if _meta_path(save).exists() else {}
+        n = int(meta.get("n") or args.n)
+        limit = meta.get("limit", args.limit)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        tag = Path(args.model).stem if args.spawn else (args.request_model or "url")
+        tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in tag)
+        save = args.save or runs_dir() / f"humaneval-{tag}-n{args.n}-{stamp}.jsonl"
+        n, limit = args.n, args.limit
+    problems = load_problems(limit)
+    if not args.samples:
+        print(f"sampling {n} x {len(problems)} problems -> {save}", file=sys.stderr)
+        meta = asyncio.run(_generate(args, problems, save))
+
+    grouped, partial = report.group_samples(read_samples(save), n)
+    evals = report.evaluate(problems, grouped, limits=Limits(wall_s=args.exec_timeout),
+                            workers=args.workers, progress=_progress("execute"))
+    s = report.summarise(evals, n)
+    meta.setdefault("n", n)
+    meta["sandbox"] = iso_line
+    meta["subset"] = ("all 164" if s["problems"] == 164 else f"the first {s['problems']} in file order")
+    print(json.dumps({k: v for k, v in s.items()}, indent=2, default=str))
+    notes = list(args.note)
+    if partial:
+        notes.append(f"{len(partial)} problem(s) without all {n} samples were left out: {', '.join(partial[:5])}")
+    notes.append(f"raw samples: `{save.name}` ({save}); recompute with `--samples`.")
+    if not args.no_report:
+        label = args.label or f"{meta.get('model')}, N={n}"
+        report.write_section(args.out, label, report.render_section(label, s, meta, notes))
+        print(f"wrote {args.out} (section {label!r})", file=sys.stderr)
+    return 0

@@ -1,0 +1,269 @@
+"""From raw samples to figures: run every sample in the sandbox, vote, measure, render.
+
+Everything here can be recomputed from the samples JSONL alone (``--samples FILE``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localswarm.consensus import Candidate, vote
+from localswarm.consensus import similarity as _sim
+from localswarm.eval.codegen import assemble_program
+from localswarm.eval.metrics import auroc, pass_at_k, percentile, selection_efficiency
+from localswarm.eval.sandbox import Limits, run_test
+
+__all__ = ["ProblemEval", "evaluate", "render_section", "summarise", "write_section"]
+
+
+@dataclass
+class ProblemEval:
+    task_id: str
+    passed: list[bool]
+    how: list[str]
+    finish: list[str | None]
+    voted: int | None = None
+    voted_quality: int | None = None
+    confidence: float | None = None
+    cluster_size: int | None = None
+    degenerate: bool = False
+    vote_ms: float | None = None
+    vote_quality_ms: float | None = None
+    statuses: list[str] = field(default_factory=list)
+
+
+def group_samples(records: list[dict], n: int) -> tuple[dict[str, list[dict]], list[str]]:
+    """task_id -> its n samples in sample order; problems with fewer than n are skipped (listed)."""
+    by: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in records:
+        by[r["task_id"]][int(r["sample"])] = r  # a resumed run's later record wins
+    full, partial = {}, []
+    for tid, samples in by.items():
+        if all(s in samples for s in range(n)):
+            full[tid] = [samples[s] for s in range(n)]
+        else:
+            partial.append(tid)
+    return full, partial
+
+
+def _clear_vote_caches() -> None:
+    for fn in (_sim.analyse, getattr(_sim, "_full_tokens", None), getattr(_sim, "_pair_similarity", None)):
+        if fn is not None and hasattr(fn, "cache_clear"):
+            fn.cache_clear()
+
+
+def evaluate(
+    problems: list[dict],
+    grouped: dict[str, list[dict]],
+    *,
+    limits: Limits = Limits(),
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ProblemEval]:
+    """Execute every sample (sandbox, ``workers`` at once) and vote per problem."""
+    todo = [p for p in problems if p["task_id"] in grouped]
+    jobs = []
+    for p in todo:
+        for rec in grouped[p["task_id"]]:
+            program, how = assemble_program(p, rec.get("text") or "")
+            jobs.append((p, program, how))
+    results: list[Any] = [None] * len(jobs)
+    done = 0
+
+    def run(i: int) -> None:
+        nonlocal done
+        p, program, _ = jobs[i]
+        results[i] = run_test(program, p["test"], p["entry_point"], limits=limits)
+        done += 1
+        if progress:
+            progress(done, len(jobs))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(run, range(len(jobs))))
+
+    out: list[ProblemEval] = []
+    k = 0
+    for p in todo:
+        recs = grouped[p["task_id"]]
+        n = len(recs)
+        res = results[k : k + n]
+        hows = [jobs[k + i][2] for i in range(n)]
+        k += n
+        pe = ProblemEval(
+            task_id=p["task_id"], passed=[r.passed for r in res], how=hows,
+            finish=[r.get("finish_reason") for r in recs], statuses=[r.status for r in res],
+        )
+        if n > 1:
+            cands = [
+                Candidate(id=f"s{i}", text=r.get("text") or "", finish_reason=r.get("finish_reason"),
+                          latency_s=float(r.get("latency_s") or 0.0))
+                for i, r in enumerate(recs)
+            ]
+            _clear_vote_caches()  # time a cold vote: nothing pre-analysed
+            t0 = time.perf_counter()
+            v = vote(cands, strategy="similarity")
+            pe.vote_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            q = vote(cands, strategy="quality")
+            pe.vote_quality_ms = (time.perf_counter() - t0) * 1000
+            pe.voted, pe.voted_quality = v.winner, q.winner
+            pe.confidence, pe.cluster_size, pe.degenerate = v.confidence, len(v.cluster), v.degenerate
+        out.append(pe)
+    return out
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarise(evals: list[ProblemEval], n: int) -> dict[str, Any]:
+    """The figures (fractions in [0, 1]; None where undefined)."""
+    P = len(evals)
+    s: dict[str, Any] = {"problems": P, "n": n, "samples": P * n}
+    if not P:
+        return s
+    per_problem = [sum(e.passed) / n for e in evals]
+    single = _mean(per_problem)
+    s["single_pass1"] = single
+    s["random_pass1"] = single  # expected pass@1 of a uniformly random pick = mean
+    s["oracle_passN"] = _mean([float(any(e.passed)) for e in evals])
+    s["pass_at_k"] = {k: _mean([pass_at_k(n, sum(e.passed), k) for e in evals]) for k in range(1, n + 1)}
+    all_finish = [f for e in evals for f in e.finish]
+    s["truncated"] = _mean([float(f == "length") for f in all_finish])
+    s["errors"] = sum(1 for f in all_finish if f == "error")
+    s["timeouts"] = sum(1 for e in evals for st in e.statuses if st == "timeout")
+    s["how"] = {h: sum(1 for e in evals for x in e.how if x == h) for h in ("function", "body", "empty")}
+    s["mixed_problems"] = sum(1 for e in evals if 0 < sum(e.passed) < n)
+    if n > 1:
+        voted = [float(e.passed[e.voted]) for e in evals]
+        quality = [float(e.passed[e.voted_quality]) for e in evals]
+        s["voted_pass1"] = _mean(voted)
+        s["quality_pass1"] = _mean(quality)
+        s["selection_efficiency"] = selection_efficiency(s["voted_pass1"], single, s["oracle_passN"])
+        s["quality_selection_efficiency"] = selection_efficiency(s["quality_pass1"], single, s["oracle_passN"])
+        s["auroc"] = auroc([e.confidence for e in evals], [e.passed[e.voted] for e in evals])
+        s["vote_ms_p50"] = percentile([e.vote_ms for e in evals], 50)
+        s["vote_ms_p95"] = percentile([e.vote_ms for e in evals], 95)
+        s["vote_ms_max"] = max(e.vote_ms for e in evals)
+        s["quality_vote_ms_p50"] = percentile([e.vote_quality_ms for e in evals], 50)
+        s["mean_cluster"] = _mean([float(e.cluster_size) for e in evals])
+        s["degenerate"] = sum(1 for e in evals if e.degenerate)
+        mixed = [e for e in evals if 0 < sum(e.passed) < n]
+        s["mixed_voted_pass"] = sum(1 for e in mixed if e.passed[e.voted])
+        s["mixed_expected_random"] = sum(sum(e.passed) / n for e in mixed)
+    return s
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, nproc {os.cpu_count()}, {cpu}"
+
+
+def render_section(label: str, s: dict[str, Any], meta: dict[str, Any], notes: list[str]) -> str:
+    """Markdown for one run: the settings, the figures table, notes."""
+    n = s["n"]
+    gen = meta.get("generation", {})
+    lines = [f"### {label}", ""]
+    lines += [
+        "| setting | value |",
+        "| --- | --- |",
+        f"| model | `{meta.get('model')}` |",
+        f"| samples per problem (N) | {n} |",
+        f"| problems | {s['problems']} (HumanEval, {meta.get('subset', 'first problems in file order')}) |",
+        f"| temperature / max tokens | {meta.get('temperature')} / {meta.get('max_tokens')} |",
+        f"| source | {meta.get('source')} |",
+        f"| date | {meta.get('date')} |",
+        f"| machine | {meta.get('machine')} |",
+        f"| sandbox | {meta.get('sandbox')} |",
+    ]
+    if gen:
+        lines.append(
+            f"| generation | {gen.get('samples')} samples in {gen.get('wall_s', 0) / 60:.1f} min wall, "
+            f"{gen.get('completion_tokens')} tokens ({gen.get('tokens_per_s', 0):.0f} tokens/s overall) |"
+        )
+    lines += ["", "| figure | value |", "| --- | --- |"]
+    lines.append(f"| single-sample pass@1 (mean over all samples) | {_pct(s.get('single_pass1'))} |")
+    if n > 1:
+        lines += [
+            f"| random choice pass@1 (expected) | {_pct(s.get('random_pass1'))} |",
+            f"| **voted pass@1 (`similarity`, the default)** | **{_pct(s.get('voted_pass1'))}** |",
+            f"| voted pass@1 (`quality`) | {_pct(s.get('quality_pass1'))} |",
+            f"| oracle pass@{n} (any sample passes) | {_pct(s.get('oracle_passN'))} |",
+            f"| selection efficiency (voted − random) / (oracle − random), `similarity` | "
+            f"{_num(s.get('selection_efficiency'), '{:.2f}')} |",
+            f"| selection efficiency, `quality` | {_num(s.get('quality_selection_efficiency'), '{:.2f}')} |",
+            f"| confidence AUROC (voted answer's confidence vs passed) | {_num(s.get('auroc'), '{:.2f}')} |",
+            f"| vote latency p50 / p95 / max (cold, `similarity`) | {_num(s.get('vote_ms_p50'), '{:.1f}')} / "
+            f"{_num(s.get('vote_ms_p95'), '{:.1f}')} / {_num(s.get('vote_ms_max'), '{:.1f}')} ms |",
+            f"| unbiased pass@k, k = 1..{n} | "
+            + ", ".join(_pct(s["pass_at_k"][k]) for k in range(1, n + 1)) + " |",
+            f"| problems where the choice matters (some but not all samples pass) | {s.get('mixed_problems')} "
+            f"(vote picked a passing one in {s.get('mixed_voted_pass')}; random: "
+            f"{_num(s.get('mixed_expected_random'), '{:.1f}')} expected) |",
+            f"| mean winning-cluster size / degenerate votes | {_num(s.get('mean_cluster'), '{:.2f}')} of {n} / "
+            f"{s.get('degenerate')} |",
+        ]
+    lines += [
+        f"| samples cut at max tokens | {_pct(s.get('truncated'))} |",
+        f"| replies used as whole function / body / empty | {s['how']['function']} / {s['how']['body']} / "
+        f"{s['how']['empty']} |",
+        f"| sandbox timeouts / request errors | {s.get('timeouts')} / {s.get('errors')} |",
+    ]
+    if notes:
+        lines += [""] + [f"- {x}" for x in notes]
+    return "\n".join(lines) + "\n"
+
+
+_HEADER = """# Consensus on HumanEval: does the vote choose better than chance?
+
+Generated by `python -m localswarm.eval humaneval` (package `localswarm/eval/`). Each
+section below is one run; the tool rewrites only the section with its own label
+(between the `eval:` markers) and keeps everything else in this file.
+
+"""
+
+
+def write_section(path: Path, label: str, body: str) -> None:
+    """Insert or replace the section for ``label`` in ``path`` (created when missing)."""
+    key = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-")
+    begin, end = f"<!-- eval:{key} begin -->", f"<!-- eval:{key} end -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else _HEADER
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + block.rstrip("\n") + post
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def today() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

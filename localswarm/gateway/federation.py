@@ -1,0 +1,485 @@
+"""Federation glue: the gateway side of issue 6 (docs/federation.md).
+
+- :class:`GatewayCoordinator` implements the federation routes'
+  :class:`~localswarm.federation.routes.FederationCoordinator` on top of
+  :func:`localswarm.gateway.voting.local_vote_round`: a peer's request runs on this node's
+  own instances only, never forwarded.
+- :class:`Federation` holds :class:`~localswarm.federation.discovery.Discovery` and a
+  :class:`~localswarm.federation.pool.PeerPool`; the app's lifespan starts and stops it
+  through :func:`start_federation` / :func:`stop_federation`.
+- :meth:`Federation.vote_round` is the cross-vote step: vote locally while asking every
+  healthy peer in parallel with one timeout, then :func:`~localswarm.federation.cross_vote`.
+  The answer and its metadata come back through the usual ``(gathered, result)`` pair, so
+  every route (streamed consensus included) serves the federated answer unchanged.
+
+Federation is off unless ``settings.federate``: then nothing here runs and the
+``/v1/federation/*`` endpoints do not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from localswarm import __version__
+from localswarm.config import Settings
+from localswarm.consensus import Candidate, VoteResult, strategy_from_request
+from localswarm.federation import (
+    AnswerMessage,
+    CrossVoteResult,
+    Discovery,
+    HealthReply,
+    InfoReply,
+    PeerPool,
+    VoteReply,
+    VoteRequest,
+    check_hops,
+    cross_vote,
+    federation_routes,
+    resolve_secret,
+)
+from localswarm.federation.auth import HEADER_HOPS
+from localswarm.federation.errors import AuthError
+from localswarm.gateway import fanout
+from localswarm.gateway.state import GatewayState
+
+__all__ = [
+    "CrossVoteOutcome",
+    "Federation",
+    "FederatedGathered",
+    "GatewayCoordinator",
+    "HopGuard",
+    "preflight",
+    "request_hops",
+    "start_federation",
+    "stop_federation",
+]
+
+logger = logging.getLogger(__name__)
+
+LocalRound = Callable[[GatewayState, list[Any], dict[str, Any], str], Awaitable[tuple[fanout.Gathered, VoteResult]]]
+
+# Hops of the client request being served (0: a client, >0: it came from a federated node).
+_HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("localswarm_hops", default=0)
+
+
+def request_hops() -> int:
+    """The ``x-localswarm-hops`` of the HTTP request being served (0 when absent)."""
+    return _HOPS.get()
+
+
+class HopGuard:
+    """ASGI wrapper: records each request's hop count so a federated request is never fanned out.
+
+    A request whose ``x-localswarm-hops`` is invalid or over the limit counts as a
+    federated one too (answered locally), never as a client's.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        hops = 0
+        if HEADER_HOPS in raw:
+            try:
+                hops = max(1, check_hops(raw))
+            except AuthError:
+                hops = 99
+        token = _HOPS.set(hops)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _HOPS.reset(token)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def preflight(settings: Settings) -> bytes | None:
+    """Check the federation settings before anything starts; return the secret (or None).
+
+    Raises :class:`~localswarm.federation.errors.SecretError` (a ``ConfigError``) when
+    federation is enabled on a non-loopback address without a usable shared secret.
+    """
+    if not settings.federate:
+        return None
+    return resolve_secret(settings.host, settings.federation_secret_file)
+
+
+# -- the coordinator the federation routes call ------------------------------------------
+
+
+def vote_reply(node_id: str, model: str, gathered: fanout.Gathered, result: VoteResult, latency: float) -> VoteReply:
+    """This node's vote in the federation protocol: its best answer and the vote's statistics."""
+    from localswarm.gateway.voting import winning_message
+
+    message, finish, _ = winning_message(gathered, result)
+    n = max(1, gathered.asked, len(gathered.samples))
+    return VoteReply(
+        node_id=node_id,
+        message=AnswerMessage(content=message.get("content"), tool_calls=message.get("tool_calls") or None),
+        finish_reason=finish or "stop",
+        cluster_size=min(len(result.cluster), n),
+        n=n,
+        cohesion=min(1.0, max(0.0, float(result.cohesion))),
+        confidence=min(1.0, max(0.0, float(result.confidence))),
+        latency_s=max(0.0, latency),
+        model=model,
+    )
+
+
+class GatewayCoordinator:
+    """``FederationCoordinator`` on top of the gateway: local votes only, never forwarded."""
+
+    def __init__(self, state: GatewayState, *, node_id: str, name: str, auth: bool, hw: str = "") -> None:
+        self.state, self.node_id, self.name, self.auth, self.hw = state, node_id, name, auth, hw
+
+    async def local_vote(self, body: dict[str, Any]) -> VoteReply:
+        """Run ``body`` on this node's ready instances and return its vote."""
+        from localswarm.gateway.validation import validate_chat
+        from localswarm.gateway.voting import local_vote_round
+
+        state = self.state
+        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        validate_chat(body)
+        instances = state.supervisor.ready_instances()
+        if not instances:
+            raise RuntimeError("no local instance is ready")
+        try:
+            strategy = strategy_from_request({}, body, state.settings.strategy)
+        except ValueError:
+            strategy = state.settings.strategy
+        started = time.monotonic()
+        gathered, result = await local_vote_round(state, instances, body, strategy)
+        return vote_reply(self.node_id, state.model_id, gathered, result, time.monotonic() - started)
+
+    def info(self) -> InfoReply:
+        """Identity, model and capacity of this node."""
+        return InfoReply(node_id=self.node_id, name=self.name, model=self.state.model_id,
+                         instances=len(self.state.supervisor.instances), hw=self.hw, auth=self.auth,
+                         software=f"localswarm {__version__}")
+
+    def health(self) -> HealthReply:
+        """``ok`` when every instance is ready, ``degraded`` with some, ``down`` with none."""
+        ready = len(self.state.supervisor.ready_instances())
+        total = len(self.state.supervisor.instances)
+        status = "down" if ready == 0 else ("ok" if ready >= total else "degraded")
+        return HealthReply(node_id=self.node_id, status=status, ready_instances=ready, instances=total)
+
+
+# -- the cross-vote result, carried through the usual (gathered, result) pair -------------
+
+
+@dataclass
+class _PeerInstance:
+    """Stands in for an instance in the synthetic sample holding a peer's winning answer."""
+
+    name: str
+
+
+@dataclass
+class CrossVoteOutcome:
+    """What :func:`metadata` needs to describe a federated answer."""
+
+    cross: CrossVoteResult
+    local_result: VoteResult | None
+    local_count: int
+    names: dict[str, str]
+    addresses: dict[str, str]
+    failures: dict[str, str]
+    winner_label: str
+    peer_timeout_s: float
+    peers_latency_s: float
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node whose vote was counted (the coordinator first), and whether it agreed."""
+        agreeing = set(self.cross.agreeing_nodes)
+        return [
+            {"node_id": nid, "name": self.names.get(nid, nid[:8]), "address": self.addresses.get(nid, ""),
+             "agreed": nid in agreeing}
+            for nid in self.cross.contributing_nodes
+        ]
+
+    def metadata(self, gathered: fanout.Gathered, result: VoteResult, latency: float,
+                 local_metadata: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        """Local vote details plus the pooled decision; ``nodes`` names every contributor."""
+        local_samples = gathered.samples[: self.local_count]
+        if self.local_result is not None and local_samples:
+            meta = local_metadata(local_samples, gathered, self.local_result, latency)
+            meta["local"] = {"winner": meta["winner"], "votes": meta["votes"], "n": meta["n"],
+                             "confidence": meta["confidence"]}
+        else:  # the local vote failed: the answer comes from the peers alone
+            meta = {"strategy": result.strategy, "asked": gathered.asked, "answered": 0, "left_out": gathered.failed,
+                    "early_stop": gathered.early_stop, "latency_s": round(latency, 3), "degenerate": False,
+                    "cluster": [], "clusters": [], "excluded": [], "cohesion": 0.0, "tool_call": bool(result.tool_calls),
+                    "synthesized": False, "usage_total": {"prompt_tokens": 0, "completion_tokens": 0}, "local": None}
+        cross = self.cross
+        fed = cross.to_metadata()
+        for row in fed["nodes"]:
+            row["name"] = self.names.get(row["node_id"], row["node_id"][:8])
+        fed["left_out"] = dict(self.failures)
+        fed["peer_timeout_s"] = self.peer_timeout_s
+        fed["peers_latency_s"] = round(self.peers_latency_s, 3)
+        meta.update(
+            mode="federated",
+            winner=self.winner_label,
+            votes=cross.support,
+            n=cross.total_n,
+            confidence=round(cross.confidence, 4),
+            nodes=self.nodes(),
+            federation=fed,
+        )
+        return meta
+
+
+@dataclass
+class FederatedGathered(fanout.Gathered):
+    """A local ``Gathered`` plus the cross-vote; a peer's winning answer is a synthetic last sample."""
+
+    federation: CrossVoteOutcome | None = field(default=None)
+
+
+def _peer_sample(reply: VoteReply, label: str) -> fanout.Sample:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.message.content}
+    if reply.message.tool_calls:
+        message["tool_calls"] = reply.message.tool_calls
+    response = {"choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}], "usage": {}}
+    candidate = Candidate(id=label, text=reply.message.content or "", tool_calls=list(reply.message.tool_calls or []),
+                          finish_reason=reply.finish_reason, latency_s=reply.latency_s)
+    return fanout.Sample(instance=_PeerInstance(label), response=response, candidate=candidate)  # type: ignore[arg-type]
+
+
+# -- the federation object the lifespan owns ---------------------------------------------
+
+
+class Federation:
+    """Discovery + peer pool + coordinator of one gateway, and the cross-vote step."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        *,
+        secret: bytes | None,
+        discovery: Discovery | None = None,
+        pool: PeerPool | None = None,
+    ) -> None:
+        settings = state.settings
+        self.state = state
+        self.settings = settings
+        self.secret = secret
+        host = settings.host
+        specific = not _is_wildcard(host)
+        self.discovery = discovery or Discovery(
+            port=settings.port,
+            model=state.model_id,
+            instances=len(state.supervisor.instances),
+            auth=secret is not None,
+            interfaces=[host] if specific and not host == "localhost" else None,
+            addresses=["127.0.0.1"] if host == "localhost" else None,
+            mdns=settings.mdns,
+            static_peers=settings.peers,
+            udp=settings.udp_discovery,
+            udp_port=settings.udp_port,
+            udp_bind="0.0.0.0",
+            udp_interval_s=2.0,
+        )
+        self.node_id = self.discovery.node_id
+        self.name = self.discovery.name
+        self.pool = pool or PeerPool(
+            self.discovery.table,
+            secret=secret,
+            node_id=self.node_id,
+            probe_interval_s=settings.peer_probe_interval,
+            vote_timeout_s=settings.peer_timeout,
+            timeout_s=min(3.0, settings.peer_timeout),  # health and info never generate text
+            connect_timeout_s=min(2.0, settings.peer_timeout),
+            failure_threshold=2,
+            backoff_base_s=1.0,
+            backoff_max_s=60.0,
+        )
+        self.coordinator = GatewayCoordinator(state, node_id=self.node_id, name=self.name, auth=secret is not None,
+                                              hw=self.discovery.advert.hw)
+        self._routes: list[BaseRoute] = []
+        self.started_at = 0.0
+        self.cross_votes = 0
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Start discovery (mDNS, static peers, UDP) and the peer pool's probes."""
+        self.started_at = time.monotonic()
+        await self.discovery.start()
+        await self.pool.start()
+
+    async def aclose(self) -> None:
+        """Stop probing, close peer clients, unregister (goodbye)."""
+        try:
+            await self.pool.aclose()
+        finally:
+            await self.discovery.aclose()
+
+    def routes(self) -> list[BaseRoute]:
+        """``/v1/federation/{vote,info,health}``, signed when a secret is configured."""
+        if not self._routes:
+            self._routes = list(federation_routes(self.coordinator, secret=self.secret))
+        return self._routes
+
+    # reporting
+
+    def status(self) -> dict[str, Any]:
+        """For ``/localswarm/status`` and ``localswarm peers``."""
+        rows = []
+        for row in self.pool.status():
+            latency = row.get("latency_s")
+            rows.append({**row, "latency_s": round(latency, 4) if isinstance(latency, float) else latency})
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "addresses": list(self.discovery.addresses),
+            "auth": self.secret is not None,
+            "peer_timeout_s": self.settings.peer_timeout,
+            "cross_votes": self.cross_votes,
+            "peers": rows,
+        }
+
+    # the cross vote
+
+    def should_coordinate(self) -> bool:
+        """True for a client's request (no hop header) when at least one peer is known."""
+        return request_hops() == 0 and bool(self.pool.clients())
+
+    def _names(self) -> tuple[dict[str, str], dict[str, str]]:
+        names = {self.node_id: self.name}
+        addresses = {self.node_id: f"{self.settings.host}:{self.settings.port}"}
+        for peer in self.discovery.table.snapshot():
+            if peer.node_id:
+                names[peer.node_id] = peer.name or peer.node_id[:8]
+                addresses[peer.node_id] = f"{peer.host}:{peer.port}"
+        return names, addresses
+
+    async def vote_round(
+        self, state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str, local_round: LocalRound
+    ) -> tuple[fanout.Gathered, VoteResult]:
+        """Vote locally and with every available peer (in parallel, one timeout); pool the answers."""
+        timeout = self.settings.peer_timeout
+        started = time.monotonic()
+        peer_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        request = VoteRequest(request_id=uuid.uuid4().hex, request=peer_body)
+        local_task = asyncio.create_task(local_round(state, instances, body, strategy))
+        peers_task = asyncio.create_task(self.pool.gather_votes(request, timeout_s=timeout))
+        try:
+            await asyncio.wait({local_task, peers_task})
+        finally:
+            for task in (local_task, peers_task):
+                if not task.done():
+                    await fanout.cancel_and_wait({task})
+        got = peers_task.result()
+        peers_latency = time.monotonic() - started
+        if got.failures:
+            logger.info("cross-vote %s: peers left out: %s", request.request_id, got.failures)
+        names, addresses = self._names()
+        for node_id, key in got.keys.items():  # peers known by address only (static, before their info)
+            if node_id not in names and key.startswith("static:"):
+                names[node_id] = addresses[node_id] = key[len("static:"):]
+        exc = local_task.exception()
+        if exc is not None:
+            if not got.replies:
+                raise exc
+            logger.warning("local vote failed (%s); answering with %d peer votes", exc, len(got.replies))
+            return self._from_peers_only(got, names, addresses, strategy, peers_latency)
+        gathered, local_result = local_task.result()
+        local_latency = max((s.candidate.latency_s for s in gathered.samples), default=0.0)
+        local = vote_reply(self.node_id, state.model_id, gathered, local_result, local_latency)
+        cross = cross_vote(local, got.replies, threshold=self.settings.similarity_threshold)
+        self.cross_votes += 1
+        out = FederatedGathered(samples=list(gathered.samples), failed=gathered.failed, errors=gathered.errors,
+                                early_stop=gathered.early_stop, asked=gathered.asked)
+        if cross.winner.node_id == self.node_id:
+            label = local_result.metadata([s.candidate for s in gathered.samples])["winner"]
+            result = dataclasses.replace(local_result, confidence=cross.confidence)
+        else:
+            label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
+            out.samples.append(_peer_sample(cross.winner, label))
+            result = dataclasses.replace(local_result, winner=len(out.samples) - 1, confidence=cross.confidence,
+                                         tool_calls=cross.winner.message.tool_calls or None, synthesized=False)
+        out.federation = CrossVoteOutcome(cross=cross, local_result=local_result, local_count=len(gathered.samples),
+                                          names=names, addresses=addresses, failures=got.failures,
+                                          winner_label=label, peer_timeout_s=timeout, peers_latency_s=peers_latency)
+        return out, result
+
+    def _from_peers_only(self, got: Any, names: dict[str, str], addresses: dict[str, str], strategy: str,
+                         peers_latency: float) -> tuple[fanout.Gathered, VoteResult]:
+        first, *rest = sorted(got.replies, key=lambda r: (-r.cluster_size, -r.confidence, r.node_id))
+        cross = cross_vote(first, rest, threshold=self.settings.similarity_threshold)
+        self.cross_votes += 1
+        label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
+        out = FederatedGathered(samples=[_peer_sample(cross.winner, label)], asked=len(self.state.supervisor.instances))
+        result = VoteResult(winner=0, strategy=strategy, confidence=cross.confidence, cluster=[0], cohesion=1.0,
+                            clusters=[[0]], excluded=[], degenerate=False,
+                            tool_calls=cross.winner.message.tool_calls or None)
+        out.federation = CrossVoteOutcome(cross=cross, local_result=None, local_count=0, names=names,
+                                          addresses=addresses, failures=got.failures, winner_label=label,
+                                          peer_timeout_s=self.settings.peer_timeout, peers_latency_s=peers_latency)
+        return out, result
+
+
+# -- lifespan hooks (the only lines app.py carries for federation) ------------------------
+
+
+async def start_federation(app: Starlette, state: GatewayState) -> Federation | None:
+    """Unless ``settings.federate``: nothing (the endpoints do not exist). Otherwise resolve the
+    secret (refusing a LAN bind without one), mount the federation routes, guard hop headers,
+    start discovery and the peer pool, and hang the object on ``state.federation``."""
+    settings = state.settings
+    if not settings.federate:
+        return None
+    secret = preflight(settings)
+    if secret is None:
+        logger.warning("federation without a shared secret: only acceptable on loopback (%s)", settings.host)
+    federation = Federation(state, secret=secret)
+    await federation.start()
+    app.router.routes.extend(federation.routes())
+    if app.middleware_stack is not None and not isinstance(app.middleware_stack, HopGuard):
+        app.middleware_stack = HopGuard(app.middleware_stack)
+    state.federation = federation
+    logger.info("federation on: node %s (%s), %s", federation.node_id[:8], federation.name,
+                "signed requests" if secret else "no secret (loopback)")
+    return federation
+
+
+async def stop_federation(app: Starlette, federation: Federation | None) -> None:
+    """Unmount the routes, stop probing, say goodbye."""
+    if federation is None:
+        return
+    for route in federation.routes():
+        if route in app.router.routes:
+            app.router.routes.remove(route)
+    if isinstance(app.middleware_stack, HopGuard):
+        app.middleware_stack = app.middleware_stack.app
+    federation.state.federation = None
+    await federation.aclose()

@@ -1,0 +1,105 @@
+"""What of a client's request reaches llama-server: the forwarding policy (issue 5).
+
+Clients send more than any one server understands (opencode, the AI SDK and OpenAI's
+own clients add ``user``, ``store``, ``metadata``, ``service_tier``...). The policy:
+
+- OpenAI fields that llama-server implements are forwarded (``FORWARDED``);
+- llama-server's own sampling extras are forwarded too (``LLAMA_EXTRAS``: ``ignore_eos``,
+  ``top_k``, ``min_p``, ``grammar``, ``cache_prompt``...), so power users keep them;
+- fields the gateway owns (``stream``, ``stream_options``, ``n``, ``seed``) are rewritten
+  per instance by :mod:`localswarm.gateway.fanout`;
+- everything else is dropped, silently for the client (OpenAI's "unknown fields are
+  ignored") and at debug level in the log. Dropping rather than forwarding keeps fields
+  that would change llama-server's response shape (``response_fields``, ``n_probs``,
+  ``return_tokens``) or its slot handling (``id_slot``, ``lora``) away from the vote.
+
+Content-part arrays are flattened to strings when every part is text: llama-server and
+mlx_lm take strings everywhere, while only some chat templates take parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from localswarm.gateway.errors import invalid
+
+logger = logging.getLogger(__name__)
+
+# OpenAI chat/completions fields llama-server understands.
+FORWARDED = frozenset(
+    {
+        "model", "messages", "prompt", "suffix", "echo",
+        "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias",
+        "response_format", "tools", "tool_choice", "parallel_tool_calls",
+        "logprobs", "top_logprobs", "user", "reasoning_effort",
+    }
+)
+
+# llama-server extensions (tools/server/README.md, "POST /completion" options).
+LLAMA_EXTRAS = frozenset(
+    {
+        "ignore_eos", "top_k", "min_p", "typical_p", "top_n_sigma", "repeat_penalty", "repeat_last_n",
+        "penalize_nl", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range",
+        "dynatemp_exponent", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base",
+        "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers", "samplers",
+        "grammar", "json_schema", "min_keep", "n_keep", "n_indent", "t_max_predict_ms",
+        "cache_prompt", "chat_template_kwargs", "reasoning_format", "add_generation_prompt",
+        "enable_thinking", "thinking_budget_tokens",
+    }
+)
+
+ALLOWED = FORWARDED | LLAMA_EXTRAS | {"stream", "stream_options", "n"}
+
+TEXT_PARTS = {"text", "input_text"}
+
+
+def flatten_content(content: Any, where: str) -> Any:
+    """A content-part array as one string; non-text parts are refused (text-only models)."""
+    if not isinstance(content, list):
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind in TEXT_PARTS:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise invalid(f"'{where}.content[{j}].text' must be a string.", param=f"{where}.content[{j}].text",
+                              code="invalid_type")
+            texts.append(text)
+        elif kind == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+        else:
+            raise invalid(
+                f"'{where}.content[{j}]' is a {kind!r} part; this swarm's model reads text only "
+                "(send 'text' parts).",
+                param=f"{where}.content[{j}].type",
+                code="unsupported_content",
+            )
+    return "\n".join(texts)
+
+
+def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The request as llama-server should see it (see the module docstring)."""
+    out: dict[str, Any] = {}
+    dropped = []
+    for key, value in body.items():
+        if key in ALLOWED:
+            out[key] = value
+        else:
+            dropped.append(key)
+    if dropped:
+        logger.debug("dropped fields llama-server does not know: %s", ", ".join(sorted(dropped)))
+    if isinstance(out.get("messages"), list):
+        messages = []
+        for i, msg in enumerate(out["messages"]):
+            if isinstance(msg, dict) and isinstance(msg.get("content"), list):
+                msg = {**msg, "content": flatten_content(msg["content"], f"messages[{i}]")}
+            messages.append(msg)
+        out["messages"] = messages
+    if out.get("logprobs") is False:
+        out.pop("top_logprobs", None)
+    if out.get("top_logprobs") is not None and not out.get("logprobs") and "messages" in out:
+        out["logprobs"] = True  # OpenAI requires both; llama-server needs the flag
+    return out
