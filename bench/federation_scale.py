@@ -187,7 +187,7 @@ def markdown(rows: list[dict[str, Any]], *, instances: int, requests: int, fake_
         "",
         "`bench/federation_scale.py` (`sudo .venv/bin/python bench/federation_scale.py --write`). Each node is a",
         "network namespace on a namespace-only bridge (`tests/netns.py`) running `python -m localswarm up",
-        f"--federate` over a **FAKE llama-server** (`tests/fakes/fake_llama_server.py`, not llama.cpp: canned",
+        "--federate` over a **FAKE llama-server** (`tests/fakes/fake_llama_server.py`, not llama.cpp: canned",
         f"answers after {fake_delay * 1000:.0f} ms), {instances} instances per node, discovery by **mDNS only** (no static",
         f"peers), shared secret (signed requests). Vote latency: {requests} sequential `/v1/chat/completions` on",
         "node 0 from inside its namespace, each answered with the votes of every node (asserted).",
