@@ -62,8 +62,9 @@ install: $(VENV)/.deps $(VENV)/.model $(VENV)/.llama-server
 
 system-deps: $(VENV)/.system-deps
 
+# The embedded model needs no download; pass more flags with ARGS="--instances 3 --port 8080".
 run: install
-	$(VENV)/bin/localswarm up
+	$(VENV)/bin/localswarm up --model embedded $(ARGS)
 
 test: install system-deps $(VENV)/.test-models
 	$(PY) -m pytest $(PYTEST_ARGS)
