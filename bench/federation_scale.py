@@ -42,8 +42,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import netns  # noqa: E402
-from tests.helpers import fake_binary  # noqa: E402
+from tests import netns
+from tests.helpers import fake_binary
 
 SECRET = "bench-federation-secret-0123456789abcdef"
 PORT = 8000
@@ -213,7 +213,7 @@ def markdown(rows: list[dict[str, Any]], *, instances: int, requests: int, fake_
 def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
     """Replace (or append) the "Federation scale" section, keeping the others."""
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(old):
         new = pattern.sub(lambda _: text, old, count=1)
     else:

@@ -37,7 +37,52 @@ def main() -> None:
     """A swarm of small coding LLMs on your own hardware, behind one OpenAI-compatible API."""
 
 
+def _flags_to_argv(flags: dict[str, Any]) -> list[str]:
+    """The command line that gives ``flags`` again (for the detached child)."""
+    opts = {p.name: p for p in click.get_current_context().command.params if isinstance(p, click.Option)}
+    argv: list[str] = []
+    for key, value in flags.items():
+        if value is None:
+            continue
+        opt = max(opts[key].opts, key=len)
+        if opts[key].is_flag:
+            argv += [opt] if value else []
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                argv += [opt, str(item)]
+    return argv
+
+
+def _every_setting(f: Any) -> Any:
+    """Add a flag for every Settings field that has no hand-written option yet.
+
+    Applied last (just under ``@main.command()``), so it sees the options declared below it.
+    """
+    import dataclasses
+    import typing
+
+    from localswarm.config import Settings
+
+    have = {p.name for p in getattr(f, "__click_params__", [])}
+    hints = typing.get_type_hints(Settings)
+    for field in dataclasses.fields(Settings):
+        if field.name in have:
+            continue
+        hint = hints[field.name]
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if typing.get_origin(hint) is list or base is list or typing.get_origin(base) is list:
+            opt = click.option(f"--{field.name.replace('_', '-')}", field.name, multiple=True,
+                               help=f"Setting '{field.name}' (repeatable).")
+        else:
+            ptype = base if base in (int, float, str, bool) else str
+            opt = click.option(f"--{field.name.replace('_', '-')}", field.name, type=ptype, default=None,
+                               help=f"Setting '{field.name}' (config/env: LOCALSWARM_{field.name.upper()}).")
+        f = opt(f)
+    return f
+
+
 @main.command()
+@_every_setting
 @click.option("--model", help="'auto' (default: planned for this machine), 'embedded', a .gguf path, "
               "or family:size:quant (e.g. qwen2.5-coder:7b:q4_k_m).")
 @click.option("--instances", type=int, help="Number of llama-server instances (default: planned, 2 on CPU).")
@@ -59,9 +104,11 @@ def main() -> None:
 @click.option("--download-only", "download_only", is_flag=True, help="Fetch the model and llama-server, then exit.")
 def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> None:
     """Start the swarm and serve the OpenAI API."""
-    fed_flags = {"federate": flags.pop("federate"), "peers": list(flags.pop("peers")) or None}  # issue 6
+    # Unset flags are None; unset repeatable ones are () and unset switches False.
+    flags = {k: (list(v) or None) if isinstance(v, tuple) else (v or None) if isinstance(v, bool) else v
+             for k, v in flags.items()}
     try:
-        settings = load_settings({**flags, **fed_flags})
+        settings = load_settings(flags)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
     except LocalSwarmError as exc:
         _fail(exc)
@@ -79,13 +126,7 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
                 flags = {**flags, "model": str(model.path), "instances": model.instances}
                 settings = settings.replace(model=str(model.path), instances=model.instances)
         if detach:
-            argv = ["up"]
-            for key, value in flags.items():
-                if value is not None:
-                    argv += [f"--{key.replace('_', '-')}", str(value)]
-            argv += (["--federate"] if fed_flags["federate"] else []) + [
-                a for peer in fed_flags["peers"] or () for a in ("--peer", peer)]  # issue 6
-            info = runner.detach(argv, settings)
+            info = runner.detach(["up", *_flags_to_argv(flags)], settings)
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
             return

@@ -204,7 +204,7 @@ class Discovery:
         if self._mdns:
             try:
                 await self._start_mdns()
-            except (OSError, Exception) as exc:  # e.g. no multicast on the interface: keep the fallbacks
+            except Exception as exc:  # noqa: BLE001 - e.g. no multicast on the interface: keep the fallbacks
                 logger.warning("mDNS unavailable on %s (%s: %s); using static peers%s only", self.addresses,
                                type(exc).__name__, exc, " and UDP broadcast" if self._udp_enabled else "")
                 if self._azc is not None:

@@ -56,8 +56,8 @@ from localswarm.gateway.state import GatewayState
 
 __all__ = [
     "CrossVoteOutcome",
-    "Federation",
     "FederatedGathered",
+    "Federation",
     "GatewayCoordinator",
     "HopGuard",
     "preflight",
@@ -299,7 +299,7 @@ class Federation:
             model=state.model_id,
             instances=len(state.supervisor.instances),
             auth=secret is not None,
-            interfaces=[host] if specific and not host == "localhost" else None,
+            interfaces=[host] if specific and host != "localhost" else None,
             addresses=["127.0.0.1"] if host == "localhost" else None,
             mdns=settings.mdns,
             static_peers=settings.peers,

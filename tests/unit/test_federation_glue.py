@@ -32,8 +32,8 @@ CHAT = {"messages": [{"role": "user", "content": "add two numbers"}], "max_token
 
 
 def _settings(port: int, **kw: Any) -> Settings:
-    base: dict[str, Any] = dict(port=port, instances=2, health_interval=0.2, mdns=False, peer_timeout=5.0, quorum=1.0,
-                                peer_probe_interval=0.2)
+    base: dict[str, Any] = {"port": port, "instances": 2, "health_interval": 0.2, "mdns": False,
+                            "peer_timeout": 5.0, "quorum": 1.0, "peer_probe_interval": 0.2}
     base.update(kw)
     return Settings(**base)
 
@@ -131,7 +131,7 @@ def test_preflight_requires_a_secret_off_loopback(tmp_path: Path, monkeypatch: p
 def test_cli_up_federate_on_lan_without_secret_fails_fast(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LOCALSWARM_FEDERATION_SECRET"}
     out = subprocess.run([sys.executable, "-m", "localswarm", "up", "--federate", "--host", "10.231.99.1",
-                          "--peer", "10.231.99.2:8000"], env=env, capture_output=True, text=True, timeout=60)
+                          "--peer", "10.231.99.2:8000"], check=False, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "shared secret" in out.stderr and "LOCALSWARM_FEDERATION_SECRET" in out.stderr
 
