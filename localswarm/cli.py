@@ -120,7 +120,8 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
                 click.echo(note)
             if download_only:
                 backend = runner.build_backend(settings, model)
-                click.echo(f"model:        {model.model_id} ({model.path})\nllama-server: {backend.binary}")
+                server = getattr(backend, "binary", None) or backend.name
+                click.echo(f"model:        {model.model_id} ({model.path})\n{backend.name}: {server}")
                 return
             if interactive:  # run what was chosen, in this process or detached
                 flags = {**flags, "model": str(model.path), "instances": model.instances}

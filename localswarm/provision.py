@@ -29,6 +29,8 @@ class ResolvedModel:
     devices: list[str] = field(default_factory=list)  # per instance: "gpu0", "cpu", ...
     notes: list[str] = field(default_factory=list)  # what was chosen and why (shown at start)
     plan: Any = None
+    backend: str = "llama-server"  # or "mlx" (Apple Silicon with mlx-lm installed)
+    mlx_repo: str | None = None
 
 
 def _embedded(instances: int | None, note: str | None = None) -> ResolvedModel:
@@ -110,6 +112,13 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         r = _embedded(instances or p.instances)
         r.notes, r.plan = notes, p
         return r
+    from localswarm.backends import mlx
+
+    if mlx.prefer_mlx(p.model_id):  # mlx_lm.server fetches its own (MLX-format) weights
+        repo = mlx.mlx_repo_for(p.model_id)
+        return ResolvedModel(path=Path(repo), model_id=p.model_id, embedded=False, instances=p.instances,
+                             notes=[*notes, f"backend: mlx_lm.server with {repo}"], plan=p,
+                             backend="mlx", mlx_repo=repo)
     try:
         path = fetch_plan(p, progress=progress)
     except DownloadError as exc:

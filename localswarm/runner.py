@@ -16,7 +16,9 @@ import httpx
 import uvicorn
 
 from localswarm import paths, statefile
+from localswarm.backends.base import Backend
 from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
+from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
@@ -27,7 +29,9 @@ from localswarm.supervisor.supervisor import Supervisor
 logger = logging.getLogger("localswarm")
 
 
-def build_backend(settings: Settings, model: ResolvedModel) -> LlamaServerBackend:
+def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
+    if model.backend == "mlx":
+        return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
     return LlamaServerBackend(
         binary=find_llama_server(settings.llama_server, allow_download=True),
         model_path=model.path,

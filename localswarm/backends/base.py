@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
 
 @dataclass(kw_only=True)
 class LaunchSpec:
@@ -26,6 +28,17 @@ class Backend(Protocol):
         """argv/env for one instance listening on 127.0.0.1:port."""
         ...
 
-    def health_path(self) -> str:
-        """A GET path that answers 200 once the model is loaded (never generates text)."""
+    async def probe_ready(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
+                          timeout: float) -> bool:
+        """True once the instance can answer (the start-up check; may generate a token)."""
         ...
+
+    async def probe_health(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
+                           timeout: float) -> bool:
+        """The periodic check while READY: cheap, and never generates text."""
+        ...
+
+
+async def get_ok(client: httpx.AsyncClient, url: str, headers: dict[str, str], timeout: float) -> bool:
+    resp = await client.get(url, headers=headers, timeout=timeout)
+    return resp.status_code == 200

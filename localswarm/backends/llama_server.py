@@ -19,7 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from localswarm.backends.base import LaunchSpec
+import httpx
+
+from localswarm.backends.base import LaunchSpec, get_ok
 from localswarm.errors import BackendNotFound, ModelNotFound
 
 logger = logging.getLogger(__name__)
@@ -143,5 +145,11 @@ class LlamaServerBackend:
         # The key goes through the environment, not argv, so `ps` does not show it.
         return LaunchSpec(argv=argv, env={"LLAMA_API_KEY": api_key})
 
-    def health_path(self) -> str:
-        return "/health"
+    async def probe_ready(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
+                          timeout: float) -> bool:
+        # /health answers 503 "Loading model" until the weights are in, then 200.
+        return await get_ok(client, base_url + "/health", headers, timeout)
+
+    async def probe_health(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
+                           timeout: float) -> bool:
+        return await get_ok(client, base_url + "/health", headers, timeout)

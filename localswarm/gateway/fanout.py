@@ -115,7 +115,8 @@ async def call_instance(
     inst.stats.in_flight += 1
     started = time.monotonic()
     response: dict[str, Any] | None = None
-    upstream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    # Always the served id: mlx_lm.server would try to load any other name it is sent.
+    upstream = {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
     try:
         request = client.build_request("POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
                                        timeout=httpx.Timeout(timeout, connect=5.0))

@@ -211,13 +211,12 @@ class Instance:
             except OSError as exc:
                 return f"cannot execute {spec.argv[0]}: {exc}"
         deadline = time.monotonic() + self.timing.start_timeout
-        url = self.base_url + self.backend.health_path()
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
                 return f"exited with code {self.process.returncode} while starting"
             try:
-                resp = await self.client.get(url, timeout=self.timing.health_timeout)
-                if resp.status_code == 200:
+                if await self.backend.probe_ready(self.client, self.base_url, self.auth_headers(),
+                                                  self.timing.health_timeout):
                     return None
             except httpx.HTTPError as exc:
                 logger.debug("%s: not up yet: %r", self.name, exc)
@@ -251,10 +250,8 @@ class Instance:
 
     async def _healthy(self) -> bool:
         try:
-            resp = await self.client.get(
-                self.base_url + self.backend.health_path(), timeout=self.timing.health_timeout
-            )
-            return resp.status_code == 200
+            return await self.backend.probe_health(self.client, self.base_url, self.auth_headers(),
+                                                   self.timing.health_timeout)
         except httpx.HTTPError:
             return False
 
