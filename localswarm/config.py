@@ -35,6 +35,7 @@ class Settings:
     ctx_size: int = 4096  # context per slot
     parallel: int = 2  # slots per instance (concurrent requests each can decode)
     extra_args: list[str] = field(default_factory=list)  # appended to llama-server argv
+    device: list[str] = field(default_factory=list)  # GPUs the planner may use: "0", "gpu1"... (all)
 
     # Where to serve.
     host: str = "127.0.0.1"

@@ -53,7 +53,8 @@ def _locate(ref: Any) -> Path | None:
 
 
 def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
-              interactive: bool = False, chooser: Callable[..., Any] | None = None) -> Any:
+              interactive: bool = False, chooser: Callable[..., Any] | None = None,
+              devices: list[str] | None = None) -> Any:
     """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware."""
     from localswarm.hardware import detect
     from localswarm.models.planner import plan
@@ -66,7 +67,9 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
 
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=_locate)
     model = None if spec == "auto" else spec
-    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=_locate)
+    devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=_locate,
+                devices=devs)
 
 
 def fetch_plan(p: Any, *, progress: bool = True) -> Path:
@@ -91,7 +94,8 @@ def _estimated(p: Any) -> bool:
 
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
-                  interactive: bool = False, progress: bool = True) -> ResolvedModel:
+                  interactive: bool = False, progress: bool = True, devices: list[str] | None = None,
+                  ) -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
     Offline (or when the hub refuses), falls back to the embedded model with a clear note
@@ -106,7 +110,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
             raise ModelNotFound(f"model file not found: {path}")
         return ResolvedModel(path=path.resolve(), model_id=path.stem.lower(), embedded=False,
                              instances=instances or DEFAULT_INSTANCES)
-    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive)
+    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
     notes = [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]
     if p.embedded:
         r = _embedded(instances or p.instances)

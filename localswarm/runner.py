@@ -85,7 +85,7 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
 def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
     """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`)."""
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
-                         parallel=settings.parallel, interactive=interactive)
+                         parallel=settings.parallel, interactive=interactive, devices=settings.device)
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
