@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,10 @@ from localswarm.errors import LocalSwarmError
 from localswarm.gateway.federation import preflight as federation_preflight
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # One line per upstream call is noise at info level.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from localswarm.logs import setup_logging
+
+    setup_logging(level, fmt=fmt)  # stderr; quiets httpx's line per request
 
 
 def _fail(exc: Exception) -> None:
@@ -99,11 +94,16 @@ def _every_setting(f: Any) -> Any:
 @click.option("--federate", flag_value=True, default=None,
               help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
 @click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable).")
+@click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
+              help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
+@click.option("--mcp", "mcp", is_flag=True, help="Also serve MCP over stdio (for an AI assistant), same supervisor.")
 @click.option("--detach", is_flag=True, help="Run in the background; `localswarm down` stops it.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose model, quantization and instances from a menu.")
 @click.option("--download-only", "download_only", is_flag=True, help="Fetch the model and llama-server, then exit.")
-def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> None:
+def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags: Any) -> None:
     """Start the swarm and serve the OpenAI API."""
+    if mcp and detach:
+        _fail(LocalSwarmError("--mcp serves MCP on this process's stdin/stdout: it cannot be combined with --detach"))
     # Unset flags are None; unset repeatable ones are () and unset switches False.
     flags = {k: (list(v) or None) if isinstance(v, tuple) else (v or None) if isinstance(v, bool) else v
              for k, v in flags.items()}
@@ -112,7 +112,7 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
     except LocalSwarmError as exc:
         _fail(exc)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     try:
         if interactive or download_only:
             model = runner.resolve(settings, interactive=interactive)
@@ -131,7 +131,8 @@ def up(detach: bool, interactive: bool, download_only: bool, **flags: Any) -> No
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
             return
-        code = runner.run(settings, on_ready=click.echo)
+        # With --mcp, stdout carries the protocol: the banner goes to stderr.
+        code = runner.run(settings, on_ready=lambda text: click.echo(text, err=mcp), mcp=mcp)
     except LocalSwarmError as exc:
         _fail(exc)
     sys.exit(code)
@@ -180,8 +181,15 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(as_json: bool) -> None:
+@click.option("--watch", "-w", is_flag=True, help="Redraw live (workers and totals with utilisation) until Ctrl-C.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws with --watch.")
+def status(as_json: bool, watch: bool, interval: float) -> None:
     """Show the instances of the running swarm: state, port, pid, requests, latency, speed, memory."""
+    if watch:
+        from localswarm.ui.status_watch import watch as watch_status
+
+        watch_status(runner.fetch_status, interval)
+        return
     data = runner.fetch_status()
     if data is None:
         click.echo("no swarm is running")
@@ -345,6 +353,31 @@ def opencode(write: bool, project: Path) -> None:
             click.echo(json.dumps(config, indent=2))
     except LocalSwarmError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.option("--url", help="Gateway URL (default: the running swarm, found through its state file).")
+def mcp(url: str | None) -> None:
+    """Serve localswarm's MCP tools over stdio (configure your AI assistant to run this)."""
+    from localswarm.mcp_server import run_mcp_stdio
+
+    sys.exit(run_mcp_stdio(url))
+
+
+@main.command()
+@click.argument("instance", required=False)
+@click.option("-n", "--lines", type=int, default=50, show_default=True, help="Lines to show from the end of each log.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they are written (Ctrl-C stops).")
+def logs(instance: str | None, lines: int, follow: bool) -> None:
+    """Show the gateway and instance logs; INSTANCE (e.g. inst-0, 0 or gateway) shows one."""
+    from localswarm.logs import tail_logs
+
+    try:
+        tail_logs(instance, lines, follow)
+    except LocalSwarmError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

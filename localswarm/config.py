@@ -82,6 +82,7 @@ class Settings:
     embeddings: bool = False  # serve /v1/embeddings (starts llama-server with --embeddings)
     pooling: str | None = "mean"  # embeddings pooling for llama-server; None: the model's own
     log_level: str = "info"
+    log_format: str = "text"  # gateway log lines: text, json (one object per line) or kv (logfmt)
 
     def __post_init__(self) -> None:
         if self.stream_mode not in STREAM_MODES:

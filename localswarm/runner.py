@@ -22,6 +22,7 @@ from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.logs import rotate_if_needed
 from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
 from localswarm.supervisor.supervisor import Supervisor
@@ -89,7 +90,7 @@ def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
-        on_ready: Callable[[str], None] | None = None) -> int:
+        on_ready: Callable[[str], None] | None = None, mcp: bool = False) -> int:
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
@@ -145,7 +146,13 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     async def main() -> None:
         watcher = asyncio.ensure_future(announce())
         try:
-            await server.serve()
+            if mcp:  # `up --mcp`: MCP on stdio beside HTTP, one loop, one supervisor (issue 7)
+                from localswarm.mcp_server import serve_with_mcp
+
+                host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+                await serve_with_mcp(server, f"http://{host}:{settings.port}")
+            else:
+                await server.serve()
         finally:
             watcher.cancel()
 
@@ -160,6 +167,7 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None)
     """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_if_needed(log_path)  # issue 7: gateway.log.1 .. .3, 10 MiB each
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "localswarm", *argv],

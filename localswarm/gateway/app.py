@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from localswarm.config import Settings
 from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
@@ -22,6 +23,7 @@ from localswarm.gateway.federation import start_federation, stop_federation
 from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
 from localswarm.gateway.state import GatewayState
+from localswarm.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from localswarm.supervisor.instance import InstanceTiming
 from localswarm.supervisor.supervisor import Supervisor
 
@@ -69,7 +71,8 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
             limits=httpx.Limits(max_connections=max(16, n * settings.parallel * 4), max_keepalive_connections=n * 4),
             timeout=httpx.Timeout(settings.instance_timeout, connect=5.0),
         )
-        app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id)
+        app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id,
+                                         metrics=metrics)
         # federation (issue 6): a no-op unless settings.federate; mounts /v1/federation/* itself
         federation = await start_federation(app, app.state.gateway)
         supervisor.start()
@@ -84,8 +87,10 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
     # check, the key check runs before a request takes a concurrency slot.
     api_key = load_api_key(settings)
     counters = RequestCounters()
+    metrics = Metrics(supervisor)  # Prometheus (issue 7): its own registry per app
     limiter = Limiter(max_concurrent(settings))
-    middleware = []
+    # Outermost of all, so 401s and 429s are counted too (issue 7).
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
@@ -97,12 +102,13 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
         middleware.append(Middleware(APIKeyMiddleware, key=api_key, on_reject=counters.count_auth_rejection))
     middleware.append(Middleware(ConcurrencyMiddleware, limiter=limiter, on_reject=counters.count_busy_rejection))
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, Route("/metrics", metrics_endpoint(metrics), methods=["GET"])],
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
     app.state.counters = counters
+    app.state.metrics = metrics
     app.state.limiter = limiter
     app.state.api_key_set = api_key is not None
     return app

@@ -34,6 +34,8 @@ class GatewayState:
     votes: VoteStats = field(default_factory=VoteStats)
     # localswarm.gateway.federation.Federation when `federate` is on (issue 6), else None.
     federation: Any = None
+    # localswarm.metrics.Metrics (issue 7); None in tests that build a bare state.
+    metrics: Any = None
 
     def model_ids(self) -> list[str]:
         """The served model and its aliases; any other name a client sends maps here too."""
@@ -44,6 +46,13 @@ class GatewayState:
         self.votes.confidence_total += result.confidence
         self.votes.early_stops += int(bool(gathered.early_stop))
         self.votes.degenerate += int(bool(result.degenerate))
+        if self.metrics is not None:
+            self.metrics.observe_vote(result, gathered)
+
+    def record_tokens(self, usage: dict[str, Any] | None) -> None:
+        """Count the usage of one answer sent to a client (Prometheus tokens in/out)."""
+        if self.metrics is not None and usage:
+            self.metrics.observe_tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def status(self) -> dict[str, Any]:
         s = self.settings

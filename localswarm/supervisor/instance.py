@@ -16,6 +16,7 @@ from typing import Callable
 import httpx
 
 from localswarm.backends.base import Backend
+from localswarm.logs import rotate_if_needed
 from localswarm.supervisor import proc
 from localswarm.supervisor.states import State, check_transition
 
@@ -194,6 +195,7 @@ class Instance:
         spec = self.backend.launch_spec(port=self.port, api_key=self.api_key, threads=self.threads, seed=self.seed)
         spec.argv.extend(self.extra_args)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        rotate_if_needed(self.log_path)  # one rotated file per instance (issue 7)
         env = {**os.environ, **spec.env}
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec.argv)}\n".encode())
