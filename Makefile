@@ -58,6 +58,11 @@ $(VENV)/.system-deps: | $(PY)
 	fi
 	touch $@
 
+# opencode (npm, pinned) for the end-to-end test; that test skips only when npm is unreachable.
+$(VENV)/.opencode: | $(PY)
+	bash tests/integration/install_opencode.sh || echo "warning: opencode not installed (npm unreachable?)"
+	touch $@
+
 install: $(VENV)/.deps $(VENV)/.model $(VENV)/.llama-server
 
 system-deps: $(VENV)/.system-deps
@@ -66,7 +71,7 @@ system-deps: $(VENV)/.system-deps
 run: install
 	$(VENV)/bin/localswarm up --model embedded $(ARGS)
 
-test: install system-deps $(VENV)/.test-models
+test: install system-deps $(VENV)/.test-models $(VENV)/.opencode
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -127,7 +127,9 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
                 flags = {**flags, "model": str(model.path), "instances": model.instances}
                 settings = settings.replace(model=str(model.path), instances=model.instances)
         if detach:
-            info = runner.detach(["up", *_flags_to_argv(flags)], settings)
+            # Secrets travel to the child through its environment, never its command line.
+            secret = {"LOCALSWARM_API_KEY": flags.pop("api_key")} if flags.get("api_key") else {}
+            info = runner.detach(["up", *_flags_to_argv(flags)], settings, env=secret)
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
             return

@@ -163,7 +163,8 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     return 0 if server.started else 1
 
 
-def detach(argv: list[str], settings: Settings, *, timeout: float | None = None) -> dict[str, Any]:
+def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
+           env: dict[str, str] | None = None) -> dict[str, Any]:
     """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,13 +172,14 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None)
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "localswarm", *argv],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     deadline = time.monotonic() + (timeout or settings.start_timeout + 30)
-    url = f"http://{settings.host}:{settings.port}/health"
+    url = f"http://{gateway_host(settings.host)}:{settings.port}/health"
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
@@ -214,13 +216,32 @@ def down(timeout: float = 30.0) -> str:
     return f"stopped swarm (pid {pid})"
 
 
+def _client_headers() -> dict[str, str]:
+    """The gateway key, when one is configured, for our own calls to the gateway."""
+    from localswarm.config import load_settings
+    from localswarm.gateway.auth import load_api_key
+
+    try:
+        key = load_api_key(load_settings())
+    except LocalSwarmError:
+        key = None
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def gateway_host(host: str) -> str:
+    """Where a local client reaches a gateway bound to ``host`` (wildcards → loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
 def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
     data = statefile.read()
     if not data:
         return None
-    url = f"http://{data['host']}:{data['port']}/localswarm/status"
+    url = f"http://{gateway_host(data['host'])}:{data['port']}/localswarm/status"
     try:
-        resp = httpx.get(url, timeout=timeout)
+        resp = httpx.get(url, timeout=timeout, headers=_client_headers())
+        if resp.status_code == 401:
+            return {**data, "unreachable": True, "state": "refusing us (set LOCALSWARM_API_KEY)"}
         return resp.json()
     except (httpx.HTTPError, ValueError):
         return {"state": data.get("state", "unknown"), "pid": data.get("pid"), "unreachable": True, **data}

@@ -56,17 +56,18 @@ def ready_instances(state: GatewayState) -> list[Any]:
 async def extra_samples(
     state: GatewayState, instances: list[Any], body: dict[str, Any], needed: int, *, path: str = "/v1/chat/completions"
 ) -> list[fanout.Sample]:
-    """``needed`` more samples, spread over the instances in rounds, each with fresh seeds."""
+    """``needed`` more samples, spread over the instances (each slot busy), each with its own seed."""
     found: list[fanout.Sample] = []
     seed = body.get("seed")
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    width = max(1, len(instances) * state.settings.parallel)
     rounds = 0
-    while needed > 0 and rounds < needed // max(1, len(instances)) + 2:
+    while needed > 0 and rounds < needed // width + 2:
         rounds += 1
-        batch = instances[: min(needed, len(instances))]
+        batch = [instances[i % len(instances)] for i in range(min(needed, width))]
         round_body = {k: v for k, v in body.items() if k != "seed"}
         if seed is not None:  # distinct from the vote round's seed + i
-            round_body["seed"] = (seed + rounds * len(instances)) % 2**32
+            round_body["seed"] = (seed + len(instances) + (rounds - 1) * width) % 2**32
         bodies = fanout.instance_bodies(round_body, len(batch), default_temperature=state.settings.temperature)
         gathered = await fanout.gather(state.client, batch, bodies, timeout=state.settings.instance_timeout, path=path)
         found += gathered.samples
@@ -86,8 +87,9 @@ async def _vote(
 
 def _log(kind: str, body: dict[str, Any], meta: dict[str, Any], stream: bool) -> None:
     logger.info(
-        "%s: voted strategy=%s stream=%s tools=%d n=%s winner=%s votes=%s/%s confidence=%s latency=%ss",
-        kind, meta.get("strategy"), stream, len(body.get("tools") or []), body.get("n") or 1, meta.get("winner"),
+        "%s: voted strategy=%s stream=%s tools=%d n=%s max_tokens=%s winner=%s votes=%s/%s confidence=%s latency=%ss",
+        kind, meta.get("strategy"), stream, len(body.get("tools") or []), body.get("n") or 1,
+        body.get("max_tokens") or body.get("max_completion_tokens"), meta.get("winner"),
         meta.get("votes"), meta.get("n"), meta.get("confidence"), meta.get("latency_s"),
     )
 
@@ -122,6 +124,7 @@ async def chat_completions(request: Request) -> Response:
     gathered, result, extra = voted
     completion = voting.completion(state, gathered, result, body, time.monotonic() - started, extra=extra)
     count.voted += 1
+    state.record_tokens(completion.get("usage"))
     meta = completion["localswarm"]
     _log("chat", body, meta, False)
     headers = {
@@ -183,6 +186,7 @@ async def _stream_consensus(
                 index=index, logprobs=choice.logprobs if with_logprobs else None,
             ):
                 yield event
+        state.record_tokens(choices.usage(picked))
         if include_usage:
             yield sse(writer.usage_chunk(choices.usage(picked), localswarm={"usage_total": meta.get("usage_total")}))
         yield DONE

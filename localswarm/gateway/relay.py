@@ -161,6 +161,7 @@ async def relay_fastest(
         yield DONE
         if usage:
             winner.inst.stats.completion_tokens += int(usage.get("completion_tokens") or 0)
+            state.record_tokens(usage)
         winner.inst.stats.latency_total += time.monotonic() - started
         winner.inst.stats.generation_seconds += time.monotonic() - started
     finally:

@@ -127,3 +127,28 @@ def test_sigkill_of_the_swarm_leaves_no_llama_server(real_llama, tmp_path):
     assert not any(psutil.pid_exists(p) for p in pids), "llama-server survived its supervisor"
     out = _cli(env, "down")
     assert "stale" in out.stdout
+
+
+def test_api_key_protects_the_swarm_and_never_reaches_a_command_line(real_llama, tmp_path):
+    import httpx
+
+    key = "test-key-" + os.urandom(8).hex()
+    env = {**os.environ, "LOCALSWARM_STATE_DIR": str(tmp_path / "state")}
+    port = free_tcp_port()
+    up = _cli(env, "up", "--detach", "--port", str(port), "--model", "embedded", "--api-key", key)
+    assert up.returncode == 0, up.stderr
+    try:
+        gateway = json.loads((tmp_path / "state" / "swarm.json").read_text())["pid"]
+        procs = [psutil.Process(gateway), *psutil.Process(gateway).children(recursive=True)]
+        assert procs and not any(key in " ".join(p.cmdline()) for p in procs)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        denied = httpx.post(url, json=body, timeout=60)
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        assert ok.status_code == 200
+        assert "unreachable" in json.loads(_cli(env, "status", "--json").stdout)  # no key: refused
+        status = json.loads(_cli({**env, "LOCALSWARM_API_KEY": key}, "status", "--json").stdout)
+        assert status["ready"] == 2
+    finally:
+        _cli(env, "down")
