@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from localswarm.consensus import Candidate, VoteResult, quorum_reached, vote
+from localswarm.consensus import VoteResult
 from localswarm.gateway import choices, fanout, params, voting
 from localswarm.gateway.chat import counters, extra_samples, gateway_state, ready_instances, request_strategy
 from localswarm.gateway.errors import APIError
@@ -31,23 +31,7 @@ async def _vote_text(
     state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str
 ) -> tuple[fanout.Gathered, VoteResult]:
     """A local vote round on ``/v1/completions`` (chat's round, on another upstream path)."""
-    settings = state.settings
-    bodies = fanout.instance_bodies(body, len(instances), default_temperature=settings.temperature)
-
-    def quorum(cands: list[Candidate], n: int) -> bool:
-        if strategy == "fastest":
-            return True
-        if strategy == "quality":
-            return False
-        return quorum_reached(cands, n, quorum=settings.quorum, threshold=settings.similarity_threshold)
-
-    gathered = await fanout.gather(state.client, instances, bodies, timeout=settings.instance_timeout, path=PATH,
-                                   quorum=quorum)
-    fanout.raise_for_nothing(gathered)
-    result = vote([s.candidate for s in gathered.samples], strategy=strategy, threshold=settings.similarity_threshold)
-    result.confidence *= len(gathered.samples) / gathered.asked
-    state.record_vote(result, gathered)
-    return gathered, result
+    return await voting.local_vote_round(state, instances, body, strategy, path=PATH)
 
 
 def legacy_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:

@@ -33,9 +33,13 @@ async def vote_round(
 
 
 async def local_vote_round(
-    state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str
+    state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str,
+    *, path: str = "/v1/chat/completions",
 ) -> tuple[fanout.Gathered, VoteResult]:
-    """One vote on this node's own instances only (what a peer runs for a federated request)."""
+    """One vote on this node's own instances only (what a peer runs for a federated request).
+
+    ``path`` is the upstream route: chat, or the legacy ``/v1/completions``.
+    """
     settings = state.settings
     bodies = fanout.instance_bodies(body, len(instances), default_temperature=settings.temperature)
 
@@ -47,7 +51,7 @@ async def local_vote_round(
         return quorum_reached(cands, n, quorum=settings.quorum, threshold=settings.similarity_threshold)
 
     gathered = await fanout.gather(
-        state.client, instances, bodies, timeout=settings.instance_timeout, quorum=quorum
+        state.client, instances, bodies, timeout=settings.instance_timeout, quorum=quorum, path=path
     )
     fanout.raise_for_nothing(gathered)
     # Keep arrival order: the `fastest` strategy and tie-breaks rely on it.
