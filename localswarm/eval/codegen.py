@@ -122,10 +122,15 @@ def reply_code(text: str) -> str:
     return text or ""
 
 
-def assemble_program(problem: dict, reply: str) -> tuple[str, str]:
-    """(program, how) for one reply; ``how`` is ``"function"``, ``"body"`` or ``"empty"``."""
+def assemble_program(problem: dict, reply: str, *, completion: bool = False) -> tuple[str, str]:
+    """(program, how) for one reply; ``how`` is ``"function"``, ``"body"``, ``"completion"`` or ``"empty"``.
+
+    ``completion``: the reply continues the raw prompt (base model, ``/v1/completions``).
+    """
     prompt = problem["prompt"]
     entry = problem["entry_point"]
+    if completion:
+        return prompt + (reply or "    pass") + "\n", "completion" if (reply or "").strip() else "empty"
     code = reply_code(reply)
     if not code.strip():
         return prompt + "    pass\n", "empty"

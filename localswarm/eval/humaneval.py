@@ -61,9 +61,13 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     s.add_argument("--max-tokens", type=int, default=384)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--completion", action="store_true",
+                   help="base models: /v1/completions on the raw prompt instead of a chat prompt")
     s.add_argument("--seed", type=int, default=1234, help="sample i of problem p uses seed + 1000 p + i")
     s.add_argument("--save", type=Path, default=None, help="samples JSONL (default under the cache dir)")
     s.add_argument("--resume", action="store_true", help="keep the samples already in --save")
+    s.add_argument("--max-minutes", type=float, default=None,
+                   help="stop starting requests after this long (whole problems are reported)")
     r = p.add_argument_group("report")
     r.add_argument("--out", type=Path, default=Path("docs/consensus.md"))
     r.add_argument("--no-report", action="store_true", help="print the figures only")
@@ -96,15 +100,20 @@ def _meta_path(samples: Path) -> Path:
 
 async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) -> dict[str, Any]:
     cfg = GenConfig(n=args.n, max_tokens=args.max_tokens, temperature=args.temperature,
-                    top_p=args.top_p, seed=args.seed)
+                    top_p=args.top_p, seed=args.seed, completion=args.completion)
     done: set[tuple[str, int]] = set()
+    prev_wall = 0.0
+    if args.resume and _meta_path(save).exists():
+        prev_wall = float((json.loads(_meta_path(save).read_text()).get("generation") or {}).get("wall_s") or 0)
     if args.resume and save.exists():
         done = {(r["task_id"], int(r["sample"])) for r in read_samples(save) if r.get("finish_reason") != "error"}
     elif save.exists():
         save.unlink()
     meta: dict[str, Any] = {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
                             "top_p": args.top_p, "seed": args.seed, "limit": args.limit,
+                            "prompting": "raw completion" if args.completion else "chat",
                             "date": report.today(), "machine": report.machine_line()}
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
     if args.spawn:
         async with spawned(args.model, instances=args.instances, threads=args.threads, parallel=args.parallel,
                            ctx_size=args.ctx, gpu_layers=args.ngl, llama_server=args.llama_server,
@@ -114,14 +123,17 @@ async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) 
                                f"thread(s) × {info['parallel']} slots"
                                + (f", -ngl {info['gpu_layers']}" if info["gpu_layers"] else ", CPU"))
             print(f"instances ready: {[e.url() for e in eps]}", file=sys.stderr)
-            wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"))
+            wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),
+                                    deadline=deadline)
     else:
         eps = await base_url_endpoints(args.base_url, args.api_key, args.request_model, args.concurrency)
         meta.update(model=eps[0].model, source=f"--base-url {', '.join(args.base_url)} "
                                                f"({args.concurrency} in flight each)")
-        wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"))
+        wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),
+                                    deadline=deadline)
     recs = read_samples(save)
     toks = sum(int(r.get("completion_tokens") or 0) for r in recs)
+    wall += prev_wall
     meta["generation"] = {"wall_s": round(wall, 1), "samples": len(recs), "completion_tokens": toks,
                           "tokens_per_s": toks / wall if wall else 0.0, "resumed": bool(done)}
     _meta_path(save).write_text(json.dumps(meta, indent=2))
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         save = args.samples
         meta = json.loads(_meta_path(save).read_text()) if _meta_path(save).exists() else {}
         n = int(meta.get("n") or args.n)
-        limit = meta.get("limit", args.limit)
+        limit = args.limit if args.limit is not None else meta.get("limit")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         tag = Path(args.model).stem if args.spawn else (args.request_model or "url")

@@ -40,6 +40,34 @@ class ProblemEval:
     vote_ms: float | None = None
     vote_quality_ms: float | None = None
     statuses: list[str] = field(default_factory=list)
+    optillm_choice: int | None = None  # None: optillm would answer "No consistent answer found."
+    optillm_ms: float | None = None
+
+
+def optillm_sc_choice(texts: list[str], finish_reasons: list[str | None], threshold: float = 0.8) -> int | None:
+    """optillm 0.4.0 ``self_consistency``'s pick, re-implemented to run on the same samples.
+
+    As in ``optillm/self_consistency.py``: drop empty and length-truncated samples; greedy
+    clustering where a sample joins the first cluster whose *first* member has
+    ``difflib.SequenceMatcher.ratio() >= 0.8`` with it; clusters sorted by size (stable);
+    the answer is the first member of the largest. None when every sample was dropped
+    (optillm then answers "No consistent answer found.").
+    """
+    from difflib import SequenceMatcher
+
+    kept = [i for i, (t, f) in enumerate(zip(texts, finish_reasons)) if t and f != "length"]
+    clusters: list[list[int]] = []
+    for i in kept:
+        for c in clusters:
+            if SequenceMatcher(None, texts[i], texts[c[0]]).ratio() >= threshold:
+                c.append(i)
+                break
+        else:
+            clusters.append([i])
+    if not clusters:
+        return None
+    clusters.sort(key=len, reverse=True)
+    return clusters[0][0]
 
 
 def group_samples(records: list[dict], n: int) -> tuple[dict[str, list[dict]], list[str]]:
@@ -75,7 +103,7 @@ def evaluate(
     jobs = []
     for p in todo:
         for rec in grouped[p["task_id"]]:
-            program, how = assemble_program(p, rec.get("text") or "")
+            program, how = assemble_program(p, rec.get("text") or "", completion=rec.get("mode") == "completion")
             jobs.append((p, program, how))
     results: list[Any] = [None] * len(jobs)
     done = 0
@@ -117,6 +145,10 @@ def evaluate(
             q = vote(cands, strategy="quality")
             pe.vote_quality_ms = (time.perf_counter() - t0) * 1000
             pe.voted, pe.voted_quality = v.winner, q.winner
+            t0 = time.perf_counter()
+            pe.optillm_choice = optillm_sc_choice([r.get("text") or "" for r in recs],
+                                                  [r.get("finish_reason") for r in recs])
+            pe.optillm_ms = (time.perf_counter() - t0) * 1000
             pe.confidence, pe.cluster_size, pe.degenerate = v.confidence, len(v.cluster), v.degenerate
         out.append(pe)
     return out
@@ -142,16 +174,21 @@ def summarise(evals: list[ProblemEval], n: int) -> dict[str, Any]:
     s["truncated"] = _mean([float(f == "length") for f in all_finish])
     s["errors"] = sum(1 for f in all_finish if f == "error")
     s["timeouts"] = sum(1 for e in evals for st in e.statuses if st == "timeout")
-    s["how"] = {h: sum(1 for e in evals for x in e.how if x == h) for h in ("function", "body", "empty")}
+    s["how"] = {h: sum(1 for e in evals for x in e.how if x == h) for h in ("function", "body", "completion", "empty")}
     s["mixed_problems"] = sum(1 for e in evals if 0 < sum(e.passed) < n)
     if n > 1:
         voted = [float(e.passed[e.voted]) for e in evals]
         quality = [float(e.passed[e.voted_quality]) for e in evals]
         s["voted_pass1"] = _mean(voted)
         s["quality_pass1"] = _mean(quality)
+        s["optillm_sc_pass1"] = _mean(
+            [float(e.optillm_choice is not None and e.passed[e.optillm_choice]) for e in evals])
+        s["optillm_sc_selection_efficiency"] = selection_efficiency(s["optillm_sc_pass1"], single, s["oracle_passN"])
+        s["optillm_sc_ms_p50"] = percentile([e.optillm_ms or 0.0 for e in evals], 50)
         s["selection_efficiency"] = selection_efficiency(s["voted_pass1"], single, s["oracle_passN"])
         s["quality_selection_efficiency"] = selection_efficiency(s["quality_pass1"], single, s["oracle_passN"])
         s["auroc"] = auroc([e.confidence for e in evals], [e.passed[e.voted] for e in evals])
+        s["auroc_positives"] = sum(1 for e in evals if e.passed[e.voted])
         s["vote_ms_p50"] = percentile([e.vote_ms for e in evals], 50)
         s["vote_ms_p95"] = percentile([e.vote_ms for e in evals], 95)
         s["vote_ms_max"] = max(e.vote_ms for e in evals)
@@ -197,6 +234,7 @@ def render_section(label: str, s: dict[str, Any], meta: dict[str, Any], notes: l
         f"| samples per problem (N) | {n} |",
         f"| problems | {s['problems']} (HumanEval, {meta.get('subset', 'first problems in file order')}) |",
         f"| temperature / max tokens | {meta.get('temperature')} / {meta.get('max_tokens')} |",
+        f"| prompting | {meta.get('prompting', 'chat')} |",
         f"| source | {meta.get('source')} |",
         f"| date | {meta.get('date')} |",
         f"| machine | {meta.get('machine')} |",
@@ -214,11 +252,15 @@ def render_section(label: str, s: dict[str, Any], meta: dict[str, Any], notes: l
             f"| random choice pass@1 (expected) | {_pct(s.get('random_pass1'))} |",
             f"| **voted pass@1 (`similarity`, the default)** | **{_pct(s.get('voted_pass1'))}** |",
             f"| voted pass@1 (`quality`) | {_pct(s.get('quality_pass1'))} |",
+            f"| same samples, optillm 0.4.0 `self_consistency` rule (re-implemented, difflib ≥ 0.8) | "
+            f"{_pct(s.get('optillm_sc_pass1'))} |",
             f"| oracle pass@{n} (any sample passes) | {_pct(s.get('oracle_passN'))} |",
             f"| selection efficiency (voted − random) / (oracle − random), `similarity` | "
             f"{_num(s.get('selection_efficiency'), '{:.2f}')} |",
             f"| selection efficiency, `quality` | {_num(s.get('quality_selection_efficiency'), '{:.2f}')} |",
-            f"| confidence AUROC (voted answer's confidence vs passed) | {_num(s.get('auroc'), '{:.2f}')} |",
+            f"| selection efficiency, optillm rule | {_num(s.get('optillm_sc_selection_efficiency'), '{:.2f}')} |",
+            f"| confidence AUROC (voted answer's confidence vs passed) | {_num(s.get('auroc'), '{:.2f}')} "
+            f"({s.get('auroc_positives')} passing winners of {s['problems']}) |",
             f"| vote latency p50 / p95 / max (cold, `similarity`) | {_num(s.get('vote_ms_p50'), '{:.1f}')} / "
             f"{_num(s.get('vote_ms_p95'), '{:.1f}')} / {_num(s.get('vote_ms_max'), '{:.1f}')} ms |",
             f"| unbiased pass@k, k = 1..{n} | "
@@ -231,8 +273,8 @@ def render_section(label: str, s: dict[str, Any], meta: dict[str, Any], notes: l
         ]
     lines += [
         f"| samples cut at max tokens | {_pct(s.get('truncated'))} |",
-        f"| replies used as whole function / body / empty | {s['how']['function']} / {s['how']['body']} / "
-        f"{s['how']['empty']} |",
+        f"| replies used as whole function / body / raw completion / empty | {s['how']['function']} / "
+        f"{s['how']['body']} / {s['how']['completion']} / {s['how']['empty']} |",
         f"| sandbox timeouts / request errors | {s.get('timeouts')} / {s.get('errors')} |",
     ]
     if notes:

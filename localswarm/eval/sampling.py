@@ -31,6 +31,9 @@ from localswarm.eval.codegen import messages_for
 
 logger = logging.getLogger(__name__)
 
+#: Where a base model's completion of a HumanEval prompt ends (the usual HumanEval stops).
+COMPLETION_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```")
+
 __all__ = ["Endpoint", "GenConfig", "base_url_endpoints", "read_samples", "sample_all", "spawned"]
 
 
@@ -55,6 +58,7 @@ class GenConfig:
     top_p: float | None = None
     seed: int = 1234
     request_timeout: float = 900.0
+    completion: bool = False  # base models: /v1/completions on the raw prompt, stop at the next top-level def
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     def seed_for(self, problem_index: int, sample: int) -> int:
@@ -167,26 +171,30 @@ def read_samples(path: Path) -> list[dict]:
 async def _one(client: httpx.AsyncClient, ep: Endpoint, problem: dict, pidx: int, sidx: int,
                cfg: GenConfig) -> dict:
     seed = cfg.seed_for(pidx, sidx)
-    body: dict[str, Any] = {
-        "model": ep.model,
-        "messages": messages_for(problem),
+    body: dict[str, Any] = {"model": ep.model}
+    if cfg.completion:
+        body.update(prompt=problem["prompt"], stop=list(COMPLETION_STOP))
+    else:
+        body["messages"] = messages_for(problem)
+    body.update({
         "max_tokens": cfg.max_tokens,
         "temperature": cfg.temperature,
         "seed": seed,
         "stream": False,
-    }
+    })
     if cfg.top_p is not None:
         body["top_p"] = cfg.top_p
     if ep.llama_server:
         body["cache_prompt"] = True
     body.update(cfg.extra_body)
     rec: dict[str, Any] = {"task_id": problem["task_id"], "sample": sidx, "seed": seed, "endpoint": ep.name,
-                           "model": ep.model}
+                           "model": ep.model, "mode": "completion" if cfg.completion else "chat"}
+    path = "/completions" if cfg.completion else "/chat/completions"
     error = None
     for attempt in range(3):
         start = time.monotonic()
         try:
-            r = await client.post(ep.url() + "/chat/completions", json=body, headers=ep.headers(),
+            r = await client.post(ep.url() + path, json=body, headers=ep.headers(),
                                   timeout=cfg.request_timeout)
             latency = time.monotonic() - start
             if r.status_code != 200:
@@ -200,7 +208,7 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, problem: dict, pidx: int
             msg = choice.get("message") or {}
             usage = data.get("usage") or {}
             rec.update(
-                text=msg.get("content") or "",
+                text=(choice.get("text") if cfg.completion else msg.get("content")) or "",
                 finish_reason=choice.get("finish_reason"),
                 latency_s=round(latency, 4),
                 completion_tokens=usage.get("completion_tokens"),
@@ -223,12 +231,14 @@ async def sample_all(
     *,
     done: set[tuple[str, int]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
 ) -> float:
     """Generate ``cfg.n`` samples per problem; append each to ``out_path``. Returns wall seconds.
 
     Jobs go problem by problem (so a cut-short run has whole problems); each endpoint
     runs ``slots`` requests at once; sample ``i`` of problem ``p`` uses seed
-    ``cfg.seed + 1000 p + i`` whichever endpoint serves it.
+    ``cfg.seed + 1000 p + i`` whichever endpoint serves it. Past ``deadline``
+    (``time.monotonic()``) no new request starts; those in flight finish.
     """
     done = done or set()
     queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
@@ -248,6 +258,8 @@ async def sample_all(
             async def worker(ep: Endpoint) -> None:
                 nonlocal finished
                 while True:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
                     try:
                         p, s = queue.get_nowait()
                     except asyncio.QueueEmpty:

@@ -136,9 +136,7 @@ def run_program(
             isolation = json.loads(_read(outdir / "status.json", 1 << 16) or "{}")
         except json.JSONDecodeError:
             pass
-        if timed_out:
-            status = "timeout"
-        elif rc == -signal.SIGXCPU or rc == -signal.SIGKILL and duration >= limits.cpu_s:
+        if timed_out or rc in (-signal.SIGXCPU, -signal.SIGKILL):  # wall limit, soft/hard CPU limit
             status = "timeout"
         elif rc == 0 and (sentinel is None or sentinel in stdout):
             status = "passed"

@@ -81,5 +81,7 @@ def test_opencode_run_is_answered_by_a_voted_streamed_tool_bearing_request(real_
     requests = status["requests"]
     assert requests["voted_streamed_with_tools"] >= 1, requests
     assert requests["streamed"] == requests["chat"] >= 2, requests  # title + agent turn, all streamed
-    assert status["votes"]["count"] >= 2
+    # The agent turn was voted. The title request may be abandoned by opencode when the turn
+    # finishes first (seen on a loaded machine): its vote is then cancelled, not counted.
+    assert status["votes"]["count"] >= requests["voted_streamed_with_tools"] >= 1
     print(f"opencode run: {elapsed:.1f}s, requests {requests}")
