@@ -1,0 +1,52 @@
+"""The whole harness end to end over FAKE llama-servers (tests/fakes/fake_llama_server.py).
+
+The fakes are real processes started by the project's Supervisor (the ``--spawn`` path);
+they answer chosen replies, so the figures are known in advance. The real-model run is
+in docs/consensus.md, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import fake_binary
+
+GOOD = "```python\ndef has_close_elements(numbers, threshold):\n" \
+       "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"
+GOOD_RENAMED = "```python\ndef has_close_elements(nums, t):\n" \
+               "    return any(abs(x - y) < t for k, x in enumerate(nums) for y in nums[k + 1:])\n```"
+BAD = "```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
+
+
+def test_spawned_fakes_to_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from localswarm.eval.humaneval import main
+
+    # instance 0 and 1 agree (renamed copies of a correct solution); instance 2 is wrong
+    monkeypatch.setenv("FAKE_REPLIES", json.dumps([GOOD, GOOD_RENAMED, BAD]))
+    monkeypatch.setenv("LOCALSWARM_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF fake")
+    save = tmp_path / "samples.jsonl"
+    out = tmp_path / "consensus.md"
+    rc = main([
+        "--spawn", "--model", str(model), "--llama-server", str(fake_binary(tmp_path)),
+        "--instances", "3", "--threads", "3", "--parallel", "1", "--n", "3", "--limit", "1",
+        "--save", str(save), "--out", str(out), "--label", "fake run",
+    ])
+    assert rc == 0
+    recs = [json.loads(line) for line in save.read_text().splitlines()]
+    assert len(recs) == 3 and len({r["seed"] for r in recs}) == 3
+    meta = json.loads(save.with_suffix(".meta.json").read_text())
+    assert meta["n"] == 3 and meta["spawn"]["instances"] == 3
+    text = out.read_text()
+    assert "fake run" in text
+    assert "| single-sample pass@1 (mean over all samples) | 66.7% |" in text
+    assert "| **voted pass@1 (`similarity`, the default)** | **100.0%** |" in text  # the pair wins
+    assert "| oracle pass@3 (any sample passes) | 100.0% |" in text
+    # recompute from the saved samples only, no generation
+    rc = main(["--samples", str(save), "--out", str(out), "--label", "fake run"])
+    assert rc == 0
+    assert out.read_text().count("### fake run") == 1
