@@ -94,6 +94,10 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
+    running = _live_swarm(statefile.read())
+    if running:  # one state file per state dir: a second swarm would hide the first from `down`
+        raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
+                          "or give this one its own LOCALSWARM_STATE_DIR")
     _check_port(settings.host, settings.port)
     model = model or resolve(settings)
     for note in model.notes:
@@ -132,7 +136,10 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     }
     statefile.write(state)
 
+    failed = False
+
     async def announce() -> None:
+        nonlocal failed
         while not server.started:
             await asyncio.sleep(0.05)
         if await supervisor.wait_ready(settings.start_timeout + 5):
@@ -141,6 +148,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
             (on_ready or print)(text)
         else:
             logger.error("no instance became ready; see logs in %s", paths.state_dir() / "logs")
+            failed = True  # a non-zero exit, so a service manager restarts us
             server.should_exit = True
 
     async def main() -> None:
@@ -160,7 +168,25 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         asyncio.run(main())
     finally:
         statefile.remove(pid)
-    return 0 if server.started else 1
+    return 0 if server.started and not failed else 1
+
+
+def _live_swarm(data: dict[str, Any] | None) -> int | None:
+    """The pid in the state file if it is still that swarm (not a reused pid), else None."""
+    if not data:
+        return None
+    pid = int(data.get("pid") or 0)
+    if pid <= 0 or pid == os.getpid() or not proc.is_alive(pid):
+        return None
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        if "localswarm" not in " ".join(p.cmdline()) or p.create_time() > float(data.get("started_at", 0)) + 5:
+            return None
+    except Exception:  # noqa: BLE001 - gone or not ours: either way not our swarm
+        return None
+    return pid
 
 
 def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
@@ -201,8 +227,8 @@ def down(timeout: float = 30.0) -> str:
     data = statefile.read()
     if not data:
         return "no swarm is running"
-    pid = int(data["pid"])
-    if not proc.is_alive(pid):
+    pid = int(data.get("pid") or 0)
+    if _live_swarm(data) is None:
         statefile.remove()
         return f"swarm (pid {pid}) was not running; removed its stale state"
     proc.terminate(pid)

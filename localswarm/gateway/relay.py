@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
+import anyio
 import httpx
 
 from localswarm.gateway import fanout
@@ -114,11 +115,8 @@ async def relay_fastest(
                         failed.failed[inst.name] = f"HTTP {exc.status}: {exc.message}"
                     else:
                         failed.failed[inst.name] = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        if pending:
-            await fanout.cancel_and_wait(pending)
-            for task in pending:
-                tasks[task].stats.in_flight -= 1
-        pending = set()
+        dropping, pending = pending, set()
+        await _drop(dropping, tasks)
         if winner is None:
             try:
                 fanout.raise_for_nothing(failed)
@@ -146,15 +144,27 @@ async def relay_fastest(
         for chunk in winner.buffered:
             if (event := rewrite(chunk)) is not None:
                 yield event
-        if not winner.finished:
-            async for line in winner.lines:
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    break
-                if (event := rewrite(json.loads(payload))) is not None:
-                    yield event
+        finished = winner.finished
+        if not finished:
+            try:
+                async for line in winner.lines:
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        finished = True
+                        break
+                    if (event := rewrite(json.loads(payload))) is not None:
+                        yield event
+            except (httpx.HTTPError, ValueError) as exc:
+                problem = f"failed mid-stream: {type(exc).__name__}: {exc}"
+            else:
+                problem = "ended its stream before [DONE]"
+            if not finished:  # a crash or a timeout after the first tokens: say so, don't fake success
+                winner.inst.stats.failures += 1
+                yield sse(APIError(502, f"{winner.inst.name} {problem}", code="upstream_error").body())
+                yield DONE
+                return
         if include_usage and usage is not None:
             keys = ("prompt_tokens", "completion_tokens", "total_tokens")
             yield sse(writer.usage_chunk({k: usage[k] for k in keys if k in usage}))
@@ -165,10 +175,23 @@ async def relay_fastest(
         winner.inst.stats.latency_total += time.monotonic() - started
         winner.inst.stats.generation_seconds += time.monotonic() - started
     finally:
-        if pending:
-            await fanout.cancel_and_wait(pending)
-            for task in pending:
-                tasks[task].stats.in_flight -= 1
+        # Count first, without awaiting: the response's cancel scope re-cancels every await.
         if winner is not None:
             winner.inst.stats.in_flight -= 1
-            await winner.response.aclose()
+        with anyio.CancelScope(shield=True):
+            await _drop(pending, tasks)
+            if winner is not None:
+                await winner.response.aclose()
+
+
+async def _drop(pending: set[asyncio.Task[_Stream]], tasks: dict[asyncio.Task[_Stream], Any]) -> None:
+    """Stop the streams that lost: uncount them, cancel, and close any that opened meanwhile."""
+    for task in pending:
+        tasks[task].stats.in_flight -= 1
+    if not pending:
+        return
+    with anyio.CancelScope(shield=True):
+        await fanout.cancel_and_wait(pending)
+        for task in pending:  # finished before the cancel landed: its stream is open
+            if not task.cancelled() and task.exception() is None:
+                await task.result().response.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -58,6 +59,13 @@ class SSEResponse:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except OSError:  # the client went away while we were writing
                     pass
+                except Exception:  # a bug or an unexpected upstream failure: end the stream cleanly
+                    logger.exception("stream failed")
+                    with contextlib.suppress(Exception):
+                        error = {"error": {"message": "The stream failed inside the gateway; see its log.",
+                                           "type": "server_error", "param": None, "code": "internal_error"}}
+                        await send({"type": "http.response.body", "body": (sse(error) + DONE).encode(),
+                                    "more_body": False})
                 finally:
                     tg.cancel_scope.cancel()
 

@@ -149,8 +149,10 @@ class Instance:
         self._stopping = True
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # wait(), not `await task`: a cancellation aimed at stop() itself still propagates.
+            await asyncio.wait({self._task})
+            if not self._task.cancelled() and self._task.exception() is not None:
+                logger.debug("%s: run loop ended with %r", self.name, self._task.exception())
         if self.state is State.STOPPED:
             return
         if self.state is not State.STOPPING:
@@ -159,6 +161,20 @@ class Instance:
         self.swap_state(State.STOPPING, State.STOPPED)
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an odd environment (disk full...): never stay READY/STARTING
+            logger.exception("%s: supervision loop failed", self.name)
+            self.last_error = f"internal error: {exc!r}"
+            await self._terminate(drain=False)
+            if self.state in (State.STARTING, State.READY):
+                self.swap_state(self.state, State.BACKOFF)
+            if self.state in (State.BACKOFF, State.STOPPED):
+                self.swap_state(self.state, State.FATAL)
+
+    async def _loop(self) -> None:
         failures: list[float] = []
         delay = self.timing.backoff_initial
         while not self._stopping:
@@ -168,6 +184,8 @@ class Instance:
             if reason is None:
                 self.swap_state(State.STARTING, State.READY)
                 reason = await self._watch()
+            # Leave READY at once, so the gateway stops sending requests to a dead port.
+            self.swap_state((State.STARTING, State.READY), State.BACKOFF)
             await self._terminate(drain=False)
             self.last_error = reason
             now = time.monotonic()
@@ -176,13 +194,12 @@ class Instance:
                 delay = self.timing.backoff_initial
             failures.append(now)
             if len(failures) >= self.timing.max_fast_failures:
-                self.swap_state((State.STARTING, State.READY), State.FATAL)
+                self.swap_state(State.BACKOFF, State.FATAL)
                 logger.error(
                     "%s: gave up after %d fast failures; last: %s (log: %s)",
                     self.name, len(failures), reason, self.log_path,
                 )
                 return
-            self.swap_state((State.STARTING, State.READY), State.BACKOFF)
             logger.warning("%s: %s; restarting in %.1fs", self.name, reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.timing.backoff_max)

@@ -7,7 +7,8 @@ its behaviour from the environment:
 
 - ``FAKE_REPLIES``: JSON list; instance ``i`` (its ``-s`` seed minus 1000) answers
   ``FAKE_REPLIES[i % len]``, each either a string (content) or an object
-  ``{"content": ..., "tool_calls": [...], "finish_reason": ..., "delay": seconds}``.
+  ``{"content": ..., "tool_calls": [...], "finish_reason": ..., "delay": seconds,
+  "word_delay": seconds between streamed words, "die_after": exit after N streamed words}``.
 - ``FAKE_LOAD_DELAY``: seconds of answering 503 "Loading model" before ready.
 - ``FAKE_DELAY``: seconds to wait before answering a completion.
 
@@ -207,8 +208,11 @@ class Handler(BaseHTTPRequestHandler):
 
         if chat:
             event(chunk({"role": "assistant", "content": None}))
-        for word in words:
+        for n, word in enumerate(words):
+            if r.get("die_after") is not None and n >= r["die_after"]:
+                os._exit(9)  # a crash mid-stream (reply option "die_after": N words)
             event(chunk({"content": word}, word=word))
+            time.sleep(float(r.get("word_delay", 0)))
         for i, call in enumerate(tool_calls or []):
             event(chunk({"tool_calls": [{"index": i, **call}]}))
         event(chunk({}, finish))

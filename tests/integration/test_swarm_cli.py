@@ -101,6 +101,13 @@ def test_instances_are_reachable_only_with_their_key(swarm):
     assert conns and all(c.laddr.ip == "127.0.0.1" for c in conns)
 
 
+def test_a_second_swarm_in_the_same_state_dir_is_refused(swarm):
+    out = _cli(swarm["env"], "up", "--detach", "--model", "embedded", "--port", str(free_tcp_port()))
+    assert out.returncode == 1
+    assert "already running" in out.stderr and "Traceback" not in out.stderr
+    assert json.loads(_cli(swarm["env"], "status", "--json").stdout)["ready"] == 2  # the first is untouched
+
+
 def test_down_leaves_no_llama_server(swarm):
     pids, gateway = swarm["pids"], swarm["gateway_pid"]
     assert all(psutil.pid_exists(p) for p in pids)
@@ -152,3 +159,30 @@ def test_api_key_protects_the_swarm_and_never_reaches_a_command_line(real_llama,
         assert status["ready"] == 2
     finally:
         _cli(env, "down")
+
+
+def test_down_never_signals_a_process_that_reused_a_stale_pid(tmp_path):
+    env = {**os.environ, "LOCALSWARM_STATE_DIR": str(tmp_path / "state")}
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "swarm.json").write_text(json.dumps(
+            {"pid": bystander.pid, "host": "127.0.0.1", "port": 1, "started_at": time.time() - 3600}))
+        out = _cli(env, "down")
+        assert "stale" in out.stdout
+        time.sleep(0.3)
+        assert bystander.poll() is None, "down killed an unrelated process"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_no_instance_ready_is_a_failure_exit(tmp_path):
+    broken = tmp_path / "broken-server"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    env = {**os.environ, "LOCALSWARM_STATE_DIR": str(tmp_path / "state")}
+    out = _cli(env, "up", "--model", "embedded", "--port", str(free_tcp_port()), "--llama-server", str(broken),
+               "--backoff-initial", "0.05", "--max-fast-failures", "2", timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "gave up" in out.stderr

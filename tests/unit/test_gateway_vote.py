@@ -8,6 +8,8 @@ they let each instance give a chosen answer, including tool calls, which the emb
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import openai
 
@@ -141,3 +143,37 @@ def test_models_and_health(tmp_path, monkeypatch):
     ids = [m["id"] for m in models["data"]]
     assert ids[0] == "fake-model" and "swarm" in ids
     assert health.status_code == 200 and health.json()["ready"] == 3
+
+
+def _raw_stream(port: int, body: dict) -> socket.socket:
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload)
+    return sock
+
+
+def test_fastest_mode_disconnect_releases_every_instance(tmp_path, monkeypatch):
+    set_fake_replies(monkeypatch, [{"content": "late", "delay": 3}])
+    with _gateway(tmp_path, stream_mode="fastest", keepalive_interval=0.2) as gw:
+        sock = _raw_stream(gw.settings.port, {"messages": [{"role": "user", "content": "hi"}], "stream": True})
+        assert b": keep-alive" in sock.recv(4096) + sock.recv(4096)
+        sock.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(i.stats.in_flight for i in gw.supervisor.instances):
+            time.sleep(0.05)
+        assert [i.stats.in_flight for i in gw.supervisor.instances] == [0, 0, 0]
+
+
+def test_fastest_mode_reports_an_instance_that_dies_mid_stream(tmp_path, monkeypatch):
+    words = " ".join(f"w{i}" for i in range(40))
+    set_fake_replies(monkeypatch, [{"content": words, "die_after": 5, "word_delay": 0.05}])
+    with _gateway(tmp_path, stream_mode="fastest") as gw, gw.client() as c:
+        with c.stream("POST", "/v1/chat/completions",
+                      json={"messages": [{"role": "user", "content": "hi"}], "stream": True}) as resp:
+            lines = [line for line in resp.iter_lines() if line.startswith("data:")]
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][5:])
+    assert error["error"]["code"] == "upstream_error"
+    assert "mid-stream" in error["error"]["message"] or "before [DONE]" in error["error"]["message"]
+    assert not any('"finish_reason":"stop"' in line.replace(" ", "") for line in lines)

@@ -144,3 +144,42 @@ def test_sigkill_of_the_supervisor_leaves_no_orphan(tmp_path):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
     assert not pids_of(str(tmp_path / "fake-llama-server"))
+
+
+async def test_crash_soon_after_ready_leaves_ready_and_ends_fatal(tmp_path):
+    """A model that loads, then dies on every first decode: READY must not outlive the process."""
+    dies = tmp_path / "dies-after-ready"
+    dies.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys, threading, os, runpy
+        threading.Timer(0.6, lambda: os._exit(3)).start()
+        sys.argv = ["fake"] + sys.argv[1:]
+        runpy.run_path("{REPO / 'tests' / 'fakes' / 'fake_llama_server.py'}", run_name="__main__")
+        """))
+    dies.chmod(0o755)
+    backend = LlamaServerBackend(binary=dies, model_path=tmp_path / "m.gguf", model_id="m")
+    sup = Supervisor(backend, instances=1, log_dir=tmp_path / "logs", timing=FAST)
+    inst = sup.instances[0]
+    sup.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and inst.state is not State.FATAL:
+            await asyncio.sleep(0.02)
+        assert inst.state is State.FATAL and not sup.ready_instances()
+        assert inst._task.done() and inst._task.exception() is None
+    finally:
+        await sup.stop()
+
+
+async def test_stop_itself_can_be_cancelled(tmp_path):
+    sup = Supervisor(fake_backend(tmp_path), instances=1, log_dir=tmp_path / "logs", timing=FAST)
+    sup.start()
+    assert await sup.wait_ready(15)
+    inst = sup.instances[0]
+    stopping = asyncio.ensure_future(inst.stop())
+    await asyncio.sleep(0)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    await sup.stop()
+    assert inst.state is State.STOPPED
