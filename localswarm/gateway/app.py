@@ -19,7 +19,7 @@ from localswarm.config import Settings
 from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
 from localswarm.gateway.counters import RequestCounters
 from localswarm.gateway.errors import APIError
-from localswarm.gateway.federation import start_federation, stop_federation
+from localswarm.gateway.federation import HopGuard, start_federation, stop_federation
 from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
 from localswarm.gateway.state import GatewayState
@@ -90,7 +90,8 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
     metrics = Metrics(supervisor)  # Prometheus (issue 7): its own registry per app
     limiter = Limiter(max_concurrent(settings))
     # Outermost of all, so 401s and 429s are counted too (issue 7).
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    # HopGuard records x-localswarm-hops, so a federated request is never fanned out again.
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(HopGuard)]
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],

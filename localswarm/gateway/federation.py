@@ -464,8 +464,6 @@ async def start_federation(app: Starlette, state: GatewayState) -> Federation | 
     federation = Federation(state, secret=secret)
     await federation.start()
     app.router.routes.extend(federation.routes())
-    if app.middleware_stack is not None and not isinstance(app.middleware_stack, HopGuard):
-        app.middleware_stack = HopGuard(app.middleware_stack)
     state.federation = federation
     logger.info("federation on: node %s (%s), %s", federation.node_id[:8], federation.name,
                 "signed requests" if secret else "no secret (loopback)")
@@ -479,7 +477,5 @@ async def stop_federation(app: Starlette, federation: Federation | None) -> None
     for route in federation.routes():
         if route in app.router.routes:
             app.router.routes.remove(route)
-    if isinstance(app.middleware_stack, HopGuard):
-        app.middleware_stack = app.middleware_stack.app
     federation.state.federation = None
     await federation.aclose()
