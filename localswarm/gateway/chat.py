@@ -24,7 +24,7 @@ from localswarm.gateway.counters import RequestCounters
 from localswarm.gateway.errors import APIError
 from localswarm.gateway.relay import relay_fastest
 from localswarm.gateway.state import GatewayState
-from localswarm.gateway.streaming import DONE, KEEPALIVE, ChunkWriter, SSEResponse, prefetch, sse, unless_client_leaves
+from localswarm.gateway.streaming import DONE, ChunkWriter, SSEResponse, keepalive_then, prefetch, sse, unless_client_leaves
 from localswarm.gateway.validation import read_json, validate_chat
 
 logger = logging.getLogger(__name__)
@@ -154,21 +154,13 @@ async def _stream_consensus(
     n = int(body.get("n") or 1)
     writer = ChunkWriter(f"chatcmpl-{uuid.uuid4().hex}", state.model_id)
     task = asyncio.create_task(_vote(state, instances, upstream, strategy, n))
-    yielded = False
     try:
-        while not task.done():
-            done, _ = await asyncio.wait({task}, timeout=state.settings.keepalive_interval)
-            if not done:
-                yielded = True
-                yield KEEPALIVE
-        try:
-            gathered, result, extra = task.result()
-        except APIError as exc:
-            if not yielded:
-                raise
-            yield sse(exc.body())
-            yield DONE
+        voted: list[Any] = []
+        async for event in keepalive_then(task, state.settings.keepalive_interval, voted):
+            yield event
+        if not voted:
             return
+        gathered, result, extra = voted[0]
         message, finish, _ = voting.winning_message(gathered, result)
         picked = choices.pick(gathered, result, (message, finish), n=n, extra=extra)
         meta = voting.metadata(gathered, result, time.monotonic() - started)

