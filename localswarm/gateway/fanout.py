@@ -115,8 +115,7 @@ async def call_instance(
     inst.stats.in_flight += 1
     started = time.monotonic()
     response: dict[str, Any] | None = None
-    # Always the served id: mlx_lm.server would try to load any other name it is sent.
-    upstream = {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
+    upstream = streamed_body(inst, body)
     try:
         request = client.build_request("POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
                                        timeout=httpx.Timeout(timeout, connect=5.0))
@@ -132,6 +131,14 @@ async def call_instance(
     finally:
         inst.stats.in_flight -= 1
         record(inst, started, response)
+
+
+def streamed_body(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
+    """What one instance is sent: always streamed with usage, always the served model id.
+
+    The served id because mlx_lm.server would try to load any other name it is sent.
+    """
+    return {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
 
 
 async def send_with_retry(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

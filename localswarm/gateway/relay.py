@@ -77,7 +77,7 @@ async def relay_fastest(
     writer = ChunkWriter(f"chatcmpl-{uuid.uuid4().hex}", state.model_id)
     tasks: dict[asyncio.Task[_Stream], Any] = {}
     for inst, b in zip(instances, bodies):
-        b = {**b, "stream": True, "stream_options": {"include_usage": True}}
+        b = fanout.streamed_body(inst, b)
         tasks[asyncio.create_task(_open_stream(state.client, inst, b, settings.instance_timeout))] = inst
     for inst in instances:
         inst.stats.requests += 1
