@@ -322,6 +322,10 @@ def metrics_endpoint(metrics: Metrics, *, timeout: float = SCRAPE_TIMEOUT) -> An
     async def endpoint(request: Request) -> Response:
         gateway = getattr(request.app.state, "gateway", None)
         client = getattr(gateway, "client", None)
+        federation = getattr(gateway, "federation", None)
+        if federation is not None:
+            rows = federation.pool.status()
+            metrics.set_peers(len(rows), available=sum(1 for r in rows if r.get("state") == "up"))
         if isinstance(client, httpx.AsyncClient) and not client.is_closed:
             await metrics.refresh_upstream(client, timeout=timeout)
         else:

@@ -101,9 +101,11 @@ class PeerClient:
         backoff_max_s: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id = node_id
+        self.on_latency = on_latency  # (peer url, seconds) of each successful call, e.g. for metrics
         self.vote_timeout_s = vote_timeout_s
         self.health = PeerHealth(
             failure_threshold=failure_threshold, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s
@@ -180,6 +182,8 @@ class PeerClient:
         except (ValueError, ProtocolError) as exc:
             raise self._failed(f"invalid reply: {exc}") from exc
         self.health.record_success(latency)
+        if self.on_latency:
+            self.on_latency(self.base_url, latency)
         return result
 
     def _failed(self, message: str, *, status_code: int | None = None) -> PeerError:

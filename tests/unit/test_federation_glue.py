@@ -183,6 +183,16 @@ def test_a_peer_answer_can_win_and_streams_in_consensus_mode(tmp_path: Path, mon
             local = c.post("/v1/chat/completions", json=CHAT, headers={"x-localswarm-hops": "1"}).json()
             assert local["choices"][0]["message"]["content"] == x and "federation" not in local["localswarm"]
 
+            # /metrics: the peer table and the latency of the calls made to the peers.
+            from prometheus_client.parser import text_string_to_metric_families
+
+            families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+            peers_gauge = {s.labels["state"]: s.value for s in families["localswarm_peers"].samples}
+            assert peers_gauge == {"known": 2, "available": 2}
+            counts = {s.labels["peer"]: s.value for s in families["localswarm_peer_request_duration_seconds"].samples
+                      if s.name.endswith("_count")}
+            assert set(counts) == {f"http://127.0.0.1:{p}" for p in ports[1:]} and all(v >= 1 for v in counts.values())
+
         # `localswarm peers` renders the coordinator's table.
         status = json.loads(json.dumps(a.app.state.gateway.status()))
         monkeypatch.setattr(cli.runner, "fetch_status", lambda timeout=5.0: status)
