@@ -23,13 +23,5 @@ class DownloadError(LocalSwarmError):
     """A download failed, was refused (checksum) or the network is unreachable."""
 
 
-class HardwareError(LocalSwarmError):
-    """Hardware detection failed in a way that leaves no usable information."""
-
-
 class PlanError(LocalSwarmError):
     """No model/quantization/instance count fits the memory budget."""
-
-
-class SwarmUnavailable(LocalSwarmError):
-    """No instance is ready to serve a request."""
