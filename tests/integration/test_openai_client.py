@@ -1,7 +1,7 @@
 """The official openai client on every field, against real llama-servers with the embedded model.
 
 One swarm (2 instances, small context, embeddings on) serves the whole module. Tool calls
-are not here: SmolLM2's template has no tools (see tests/unit/test_openai_gateway.py, FAKE).
+are not here: SmolLM2's template has no tools (see tests/process/test_openai_gateway.py, FAKE).
 """
 
 from __future__ import annotations
