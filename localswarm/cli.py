@@ -12,7 +12,7 @@ import click
 from localswarm import __version__, runner
 from localswarm.config import STRATEGIES, STREAM_MODES, load_settings
 from localswarm.errors import LocalSwarmError
-from localswarm.gateway.federation import preflight as federation_preflight
+from localswarm.federation.node import preflight as federation_preflight
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:

@@ -24,8 +24,26 @@ STRATEGIES = ("similarity", "quality", "fastest")
 
 
 @dataclass(kw_only=True)
-class Settings:
-    """All knobs of a swarm. Field comments are the user-facing documentation."""
+class SupervisorTiming:
+    """How instances are supervised (seconds): declared once, read by the supervisor as
+    :class:`~localswarm.supervisor.instance.InstanceTiming`."""
+
+    health_interval: float = 5.0
+    health_timeout: float = 3.0
+    start_timeout: float = 120.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_fast_failures: int = 5  # consecutive failures within fast_failure_window → FATAL
+    fast_failure_window: float = 30.0
+    stop_grace: float = 10.0  # SIGTERM → SIGKILL
+
+
+@dataclass(kw_only=True)
+class Settings(SupervisorTiming):
+    """All knobs of a swarm. Field comments are the user-facing documentation.
+
+    The supervision timings come first (inherited from :class:`SupervisorTiming`).
+    """
 
     # What to run.
     model: str = "auto"  # "auto" (planned for this machine), "embedded", a .gguf path, family:size:quant
@@ -49,16 +67,6 @@ class Settings:
     temperature: float = 0.8  # used when the client sends none (diversity for the vote)
     instance_timeout: float = 300.0  # a slower instance is left out of the vote
     keepalive_interval: float = 2.0  # ": keep-alive" comment lines while voting
-
-    # How to supervise.
-    health_interval: float = 5.0
-    health_timeout: float = 3.0
-    start_timeout: float = 120.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    max_fast_failures: int = 5  # consecutive failures within fast_failure_window → FATAL
-    fast_failure_window: float = 30.0
-    stop_grace: float = 10.0  # SIGTERM → SIGKILL
 
     # Federation (issue 6, docs/federation.md): off unless enabled. Enabled on a
     # non-loopback host it needs a shared secret: $LOCALSWARM_FEDERATION_SECRET or a 0600 file.

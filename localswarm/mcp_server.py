@@ -70,16 +70,13 @@ class GatewayClient:
     def url(self) -> str:
         if self._explicit:
             return self._explicit
-        data = statefile.read()
-        if not data or not data.get("port"):
+        url = statefile.gateway_url(statefile.read())
+        if url is None:
             raise SwarmNotFound(
                 "no localswarm swarm is running: start one with `localswarm up --detach`, "
                 "or give the MCP server the gateway with --url http://HOST:PORT"
             )
-        host = data.get("host") or "127.0.0.1"
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        return f"http://{host}:{data['port']}"
+        return url
 
     async def request(self, method: str, path: str, *, timeout: float = 10.0, **kwargs: Any) -> Any:
         """One JSON request; errors become RuntimeErrors with the gateway's own message."""

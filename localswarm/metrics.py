@@ -39,9 +39,10 @@ from localswarm.supervisor.states import State
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from localswarm.consensus import VoteResult
     from localswarm.supervisor.supervisor import Supervisor
 
-__all__ = ["UNMATCHED_ROUTE", "Metrics", "MetricsMiddleware", "install", "metrics_endpoint"]
+__all__ = ["UNMATCHED_ROUTE", "Metrics", "MetricsMiddleware", "metrics_endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +108,16 @@ class Metrics:
         r.register(self._upstream)
 
     # -- hooks the gateway calls ----------------------------------------------------------
-    def observe_vote(self, result: Any, gathered: Any) -> None:
-        """Record one vote: a :class:`~localswarm.consensus.VoteResult` and the fan-out's ``Gathered``."""
+    def observe_vote(self, result: VoteResult, *, answered: int, asked: int, early_stop: bool) -> None:
+        """Record one vote: its result, how many instances answered out of those asked."""
         self.votes.labels(strategy=str(result.strategy)).inc()
         self.confidence.observe(max(0.0, min(1.0, float(result.confidence))))
-        if getattr(gathered, "early_stop", False):
+        if early_stop:
             self.early_stops.inc()
-        if getattr(result, "degenerate", False):
+        if result.degenerate:
             self.degenerate.inc()
-        self.vote_samples.labels(kind="answered").inc(len(getattr(gathered, "samples", ()) or ()))
-        self.vote_samples.labels(kind="asked").inc(int(getattr(gathered, "asked", 0) or 0))
+        self.vote_samples.labels(kind="answered").inc(answered)
+        self.vote_samples.labels(kind="asked").inc(asked)
 
     def observe_tokens(self, prompt: int | None, completion: int | None) -> None:
         """Record the usage of one answer sent to a client."""
@@ -335,19 +336,3 @@ def metrics_endpoint(metrics: Metrics, *, timeout: float = SCRAPE_TIMEOUT) -> An
 
     return endpoint
 
-
-def install(app: Any, metrics: Metrics, *, path: str = "/metrics") -> Metrics:
-    """Add :class:`MetricsMiddleware` and ``GET {path}`` to a Starlette app (before it starts).
-
-    Idempotent: an app that already serves ``path`` is left alone and keeps the
-    :class:`Metrics` it has in ``app.state.metrics``. Returns the metrics in use.
-    """
-    from starlette.routing import Route
-
-    if any(getattr(r, "path", None) == path for r in app.router.routes):
-        existing = getattr(app.state, "metrics", None)
-        return existing if isinstance(existing, Metrics) else metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.router.routes.append(Route(path, metrics_endpoint(metrics), methods=["GET"], include_in_schema=False))
-    app.state.metrics = metrics
-    return metrics

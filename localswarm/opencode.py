@@ -54,10 +54,8 @@ def running_swarm_config() -> dict[str, Any]:
     data = statefile.read()
     if not data:
         raise LocalSwarmError("no swarm is running: start one with `localswarm up` first")
-    host = str(data.get("host") or "127.0.0.1")
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"  # a wildcard bind is reachable on loopback
-    base_url = f"http://{host}:{data.get('port')}/v1" if data.get("port") else str(data["base_url"])
+    url = statefile.gateway_url(data)  # a wildcard bind is reachable on loopback
+    base_url = f"{url}/v1" if url else str(data["base_url"])
     return provider_config(base_url, auth=bool(data.get("auth")))
 
 

@@ -22,6 +22,7 @@ from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.hosts import client_host
 from localswarm.logs import rotate_if_needed
 from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
@@ -157,8 +158,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
             if mcp:  # `up --mcp`: MCP on stdio beside HTTP, one loop, one supervisor (issue 7)
                 from localswarm.mcp_server import serve_with_mcp
 
-                host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-                await serve_with_mcp(server, f"http://{host}:{settings.port}")
+                await serve_with_mcp(server, f"http://{gateway_host(settings.host)}:{settings.port}")
             else:
                 await server.serve()
         finally:
@@ -256,14 +256,14 @@ def _client_headers() -> dict[str, str]:
 
 def gateway_host(host: str) -> str:
     """Where a local client reaches a gateway bound to ``host`` (wildcards → loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return client_host(host)
 
 
 def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
     data = statefile.read()
     if not data:
         return None
-    url = f"http://{gateway_host(data['host'])}:{data['port']}/localswarm/status"
+    url = f"{statefile.gateway_url(data)}/localswarm/status"
     try:
         resp = httpx.get(url, timeout=timeout, headers=_client_headers())
         if resp.status_code == 401:

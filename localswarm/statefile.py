@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from localswarm import paths
+from localswarm.hosts import client_host
 
 
 def state_file() -> Path:
@@ -39,3 +40,10 @@ def remove(pid: int | None = None) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         state_file().unlink()
+
+
+def gateway_url(data: dict[str, Any] | None) -> str | None:
+    """``http://HOST:PORT`` of the swarm a state file describes (wildcards → loopback)."""
+    if not data or not data.get("port"):
+        return None
+    return f"http://{client_host(str(data.get('host') or '127.0.0.1'))}:{data['port']}"

@@ -30,6 +30,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from localswarm.consensus import cross_vote
 from localswarm.federation import (
     AnswerMessage,
     Discovery,
@@ -37,7 +38,6 @@ from localswarm.federation import (
     PeerPool,
     VoteReply,
     VoteRequest,
-    cross_vote,
     federation_routes,
     load_secret,
 )

@@ -1,15 +1,17 @@
 """Consensus engine: choose one answer out of N instances' replies.
 
-The gateway builds one ``Candidate`` per instance and calls ``vote``; while answers
+The gateway hands one ``Candidate`` per instance to ``vote``; while answers
 stream in it may call ``quorum_reached`` to stop waiting early (which also pre-analyses
 each answer, see ``analyse``, so the final vote is cheap). Everything here is
 pure (no I/O) and cheap: 8 answers of ~2k tokens vote in ~35 ms cold on 2 cores,
 ~10 ms when the earlier answers were already analysed (``bench/vote_cost.py``,
-``docs/vote_cost.md``).
+``docs/vote_cost.md``). ``cross_vote`` pools the votes of several machines with the same
+agreement test, clustering and threshold.
 """
 
 from __future__ import annotations
 
+from .crossvote import CrossVoteResult, SwarmVote, answer_similarity, cross_vote
 from .model import Candidate, VoteResult
 from .similarity import analyse, text_similarity
 from .strategies import (
@@ -18,7 +20,6 @@ from .strategies import (
     STRATEGIES,
     check_strategy,
     strategy_from_request,
-    strip_request_fields,
 )
 from .toolcalls import (
     assemble_stream_deltas,
@@ -33,15 +34,18 @@ __all__ = [
     "HEADER",
     "STRATEGIES",
     "Candidate",
+    "CrossVoteResult",
+    "SwarmVote",
     "VoteResult",
     "analyse",
+    "answer_similarity",
     "assemble_stream_deltas",
     "canonical_arguments",
     "check_strategy",
+    "cross_vote",
     "quorum_reached",
     "required_votes",
     "strategy_from_request",
-    "strip_request_fields",
     "text_similarity",
     "tool_calls_to_stream_deltas",
     "vote",

@@ -36,14 +36,15 @@ def _bucket_sim(sim: np.ndarray, a: list[int], b: list[int]) -> float:
 
 
 def star_clusters(
-    sim: np.ndarray, buckets: list[list[int]], threshold: float
+    sim: np.ndarray, buckets: list[list[int]], threshold: float, *, weights: Sequence[float] | None = None
 ) -> list[list[int]]:
     """Partition the buckets' members into clusters (each sorted, clusters by founding order).
 
     Two buckets are linked when their mean pairwise similarity is >= ``threshold``.
     The founder is the bucket with the largest linked support (own size plus linked
     sizes); ties go to the higher mean similarity to its neighbours, then to the
-    earlier bucket.
+    earlier bucket. ``weights`` replaces the sizes (the cross-machine vote weighs each
+    swarm's answer by its cluster size).
     """
     nb = len(buckets)
     if nb == 0:
@@ -52,7 +53,7 @@ def star_clusters(
     for a in range(nb):
         for b in range(a + 1, nb):
             bsim[a, b] = bsim[b, a] = _bucket_sim(sim, buckets[a], buckets[b])
-    sizes = np.array([len(b) for b in buckets], dtype=float)
+    sizes = np.array(weights if weights is not None else [len(b) for b in buckets], dtype=float)
     linked = bsim >= threshold
     remaining = list(range(nb))
     clusters: list[list[int]] = []

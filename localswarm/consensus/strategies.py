@@ -16,6 +16,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from localswarm import config
+
 __all__ = [
     "BODY_FIELD",
     "BODY_NAMESPACE",
@@ -26,10 +28,9 @@ __all__ = [
     "fastest_index",
     "quality_scores",
     "strategy_from_request",
-    "strip_request_fields",
 ]
 
-STRATEGIES: tuple[str, ...] = ("similarity", "quality", "fastest")
+STRATEGIES: tuple[str, ...] = config.STRATEGIES  # declared once, with the settings
 DEFAULT_STRATEGY = "similarity"
 HEADER = "x-localswarm-strategy"
 BODY_FIELD = "localswarm_strategy"
@@ -81,11 +82,6 @@ def strategy_from_request(
         if isinstance(ns, Mapping) and ns.get("strategy") is not None:
             return check_strategy(ns["strategy"], source=f"body field {BODY_NAMESPACE}.strategy")
     return check_strategy(default, source="configuration")
-
-
-def strip_request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``body`` without localswarm's own fields (before forwarding upstream)."""
-    return {k: v for k, v in body.items() if k not in (BODY_FIELD, BODY_NAMESPACE)}
 
 
 def quality_scores(

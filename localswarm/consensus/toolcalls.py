@@ -140,11 +140,13 @@ def name_signature(calls: Sequence[ParsedCall]) -> tuple[str, ...]:
     return tuple(sorted(c.name for c in calls))
 
 
-def _aligned(calls: Sequence[ParsedCall]) -> list[ParsedCall]:
+def sorted_calls(calls: Sequence[ParsedCall]) -> list[ParsedCall]:
+    """Calls in a canonical order (name, then canonical arguments), for pairwise comparison."""
     return sorted(calls, key=lambda c: (c.name, c.key))
 
 
-def _call_list_sim(a: list[ParsedCall], b: list[ParsedCall]) -> float:
+def call_list_similarity(a: list[ParsedCall], b: list[ParsedCall]) -> float:
+    """Similarity of two aligned call lists: mean similarity of their canonical arguments."""
     if not a and not b:
         return 1.0
     if len(a) != len(b):
@@ -271,14 +273,14 @@ def vote_tool_calls(
     if not members:
         raise ValueError("no tool-call candidates")
     members = list(members)
-    aligned = {m: _aligned(parsed[m]) for m in members}
+    aligned = {m: sorted_calls(parsed[m]) for m in members}
     n = max(members) + 1
     sim = np.eye(n)
     groups = [[members[i] for i in b] for b in exact_buckets([name_signature(parsed[m]) for m in members])]
     for g in groups:
         for a_i, a in enumerate(g):
             for b in g[a_i + 1 :]:
-                sim[a, b] = sim[b, a] = _call_list_sim(aligned[a], aligned[b])
+                sim[a, b] = sim[b, a] = call_list_similarity(aligned[a], aligned[b])
     cohs = [cohesion(sim, g) for g in groups]
     k = max(range(len(groups)), key=lambda i: (len(groups[i]), round(cohs[i], 9), -min(groups[i])))
     group = groups[k]

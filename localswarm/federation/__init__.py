@@ -8,7 +8,8 @@ Modules, one concern each:
 - :mod:`.protocol` versioned, validated JSON bodies.
 - :mod:`.peers` one HTTP client per peer with backoff; :mod:`.pool` follows the table
   and gathers votes in parallel.
-- :mod:`.crossvote` pooled-support consensus across machines (pure).
+- :mod:`.node` the gateway's typed collaborator: discovery, pool, routes, the federated round
+  (the vote itself is :func:`localswarm.consensus.cross_vote`).
 - :mod:`.routes` the Starlette routes a node serves to its peers.
 """
 
@@ -25,7 +26,6 @@ from localswarm.federation.auth import (
     sign,
     verify,
 )
-from localswarm.federation.crossvote import CrossVoteResult, cross_vote, token_similarity
 from localswarm.federation.discovery import SERVICE_TYPE, Discovery
 from localswarm.federation.errors import (
     AuthError,
@@ -56,7 +56,6 @@ __all__ = [
     "Advert",
     "AnswerMessage",
     "AuthError",
-    "CrossVoteResult",
     "Discovery",
     "FederationAuth",
     "FederationCoordinator",
@@ -79,12 +78,10 @@ __all__ = [
     "VoteReply",
     "VoteRequest",
     "check_hops",
-    "cross_vote",
     "federation_routes",
     "load_node_id",
     "load_secret",
     "resolve_secret",
     "sign",
-    "token_similarity",
     "verify",
 ]

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from localswarm.consensus.model import Candidate
 from localswarm.federation.errors import ProtocolError
 
 __all__ = [
@@ -168,6 +169,12 @@ class VoteReply:
                 raise ProtocolError(f"{what}.{name}: must be within [0, 1], got {value}")
         if not (self.latency_s >= 0.0):
             raise ProtocolError(f"{what}.latency_s: must be >= 0, got {self.latency_s}")
+
+    def candidate(self) -> Candidate:
+        """The answer as the consensus engine compares it."""
+        return Candidate(id=self.node_id, text=self.message.content or "",
+                         tool_calls=list(self.message.tool_calls or []), finish_reason=self.finish_reason,
+                         latency_s=self.latency_s)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form."""

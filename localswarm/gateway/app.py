@@ -16,10 +16,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from localswarm.config import Settings
+from localswarm.errors import APIError
+from localswarm.federation.node import HopGuard, start_federation, stop_federation
 from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
 from localswarm.gateway.counters import RequestCounters
-from localswarm.gateway.errors import APIError
-from localswarm.gateway.federation import HopGuard, start_federation, stop_federation
 from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
 from localswarm.gateway.state import GatewayState
@@ -31,17 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def timing_from(settings: Settings) -> InstanceTiming:
-    return InstanceTiming(
-        health_interval=settings.health_interval,
-        health_timeout=settings.health_timeout,
-        start_timeout=settings.start_timeout,
-        backoff_initial=settings.backoff_initial,
-        backoff_max=settings.backoff_max,
-        max_fast_failures=settings.max_fast_failures,
-        fast_failure_window=settings.fast_failure_window,
-        stop_grace=settings.stop_grace,
-        busy_grace=settings.instance_timeout + 30,
-    )
+    """The supervisor's timings from the settings (see :meth:`InstanceTiming.from_settings`)."""
+    return InstanceTiming.from_settings(settings)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -72,7 +63,7 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
             timeout=httpx.Timeout(settings.instance_timeout, connect=5.0),
         )
         app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id,
-                                         metrics=metrics)
+                                         metrics=metrics, counters=counters)
         # federation (issue 6): a no-op unless settings.federate; mounts /v1/federation/* itself
         federation = await start_federation(app, app.state.gateway)
         supervisor.start()

@@ -10,10 +10,11 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from localswarm.gateway import fanout
-from localswarm.gateway.chat import counters, gateway_state, ready_instances
-from localswarm.gateway.errors import APIError
-from localswarm.gateway.validation import read_json, validate_embeddings
+from localswarm import upstream
+from localswarm.errors import APIError, UpstreamError
+from localswarm.gateway.request import parse_embeddings
+from localswarm.gateway.rounds import ready_instances
+from localswarm.gateway.state import gateway_state
 
 
 async def embeddings(request: Request) -> Response:
@@ -21,30 +22,26 @@ async def embeddings(request: Request) -> Response:
     if not state.settings.embeddings:
         raise APIError(404, "Embeddings are off on this swarm; start it with embeddings enabled "
                             "(`embeddings: true`, LOCALSWARM_EMBEDDINGS=1).", code="embeddings_disabled")
-    body = await read_json(request, state.settings.max_body_bytes)
-    validate_embeddings(body)
+    body = await parse_embeddings(request, state.settings)
     inst = min(ready_instances(state), key=lambda i: i.stats.in_flight)
-    counters(request).embeddings += 1
-    upstream = {"input": body["input"], "encoding_format": body.get("encoding_format") or "float"}
-    inst.stats.requests += 1
-    inst.stats.in_flight += 1
-    try:
-        resp = await state.client.post(inst.base_url + "/v1/embeddings", json=upstream, headers=inst.auth_headers(),
-                                       timeout=httpx.Timeout(state.settings.instance_timeout, connect=5.0))
-    except httpx.TimeoutException:
-        raise APIError(504, f"{inst.name} did not answer in time.", code="upstream_timeout") from None
-    except httpx.HTTPError as exc:
-        inst.stats.failures += 1
-        raise APIError(502, f"{inst.name} failed: {exc}", code="upstream_error") from None
-    finally:
-        inst.stats.in_flight -= 1
-    if resp.status_code != 200:
-        err = fanout.upstream_error(resp)
-        if 400 <= err.status < 500:
-            code = "context_length_exceeded" if "context" in err.message.lower() else None
-            raise APIError(400, err.message, param="input", code=code)
-        raise APIError(502, f"{inst.name} failed: HTTP {err.status}: {err.message}", code="upstream_error")
-    data = resp.json()
+    state.counters.embeddings += 1
+    forwarded = {"input": body["input"], "encoding_format": body.get("encoding_format") or "float"}
+    with inst.request() as work:
+        try:
+            data = await upstream.post_json(state.client, inst, "/v1/embeddings", forwarded,
+                                            state.settings.instance_timeout)
+        except httpx.TimeoutException:
+            work.abandoned()
+            raise APIError(504, f"{inst.name} did not answer in time.", code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise APIError(502, f"{inst.name} failed: {exc}", code="upstream_error") from None
+        except UpstreamError as err:
+            work.abandoned()
+            if 400 <= err.status < 500:
+                code = "context_length_exceeded" if "context" in err.message.lower() else None
+                raise APIError(400, err.message, param="input", code=code) from None
+            raise APIError(502, f"{inst.name} failed: HTTP {err.status}: {err.message}", code="upstream_error") from None
+        work.abandoned()  # nothing decoded: keep embeddings out of latency and tokens/s
     dims = body.get("dimensions")
     vectors = data.get("data") or []
     if dims is not None and vectors and isinstance(vectors[0].get("embedding"), list) \

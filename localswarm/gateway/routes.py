@@ -2,7 +2,7 @@
 /health, /openapi.json and our /localswarm/status.
 
 The generating routes live in their own modules (:mod:`~localswarm.gateway.chat`,
-:mod:`~localswarm.gateway.legacy`, :mod:`~localswarm.gateway.embeddings`).
+:mod:`~localswarm.gateway.completions`, :mod:`~localswarm.gateway.embeddings`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localswarm.gateway.chat import chat_completions, gateway_state
+from localswarm.gateway.chat import chat_completions
+from localswarm.gateway.completions import completions
 from localswarm.gateway.embeddings import embeddings
-from localswarm.gateway.legacy import completions
 from localswarm.gateway.openapi import openapi_schema
+from localswarm.gateway.state import gateway_state
 
 
 async def health(request: Request) -> Response:
@@ -46,7 +47,7 @@ async def model(request: Request) -> Response:
 async def status(request: Request) -> Response:
     state = gateway_state(request)
     body = state.status()
-    body["requests"] = request.app.state.counters.as_dict()
+    body["requests"] = state.counters.as_dict()
     limiter = request.app.state.limiter
     body["limits"] = {"max_concurrent": limiter.limit, "in_flight": limiter.in_flight}
     body["auth"] = bool(request.app.state.api_key_set)

@@ -1,19 +1,32 @@
-"""What the routes share: settings, the supervisor, the pooled client, counters."""
+"""What the routes share: settings, the supervisor, the pooled client, counters, federation."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+from starlette.requests import Request
 
 from localswarm import __version__
 from localswarm.config import Settings
 from localswarm.consensus import VoteResult
+from localswarm.gateway.counters import RequestCounters
 from localswarm.supervisor.supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from localswarm.federation.node import Federation
+    from localswarm.gateway.fanout import Gathered
+    from localswarm.metrics import Metrics
+
 SWARM_ALIASES = ("swarm", "localswarm")
+
+
+def gateway_state(request: Request) -> GatewayState:
+    """The state the app's lifespan built."""
+    state: GatewayState = request.app.state.gateway
+    return state
 
 
 @dataclass
@@ -32,22 +45,24 @@ class GatewayState:
     model_id: str
     started_at: float = field(default_factory=time.time)
     votes: VoteStats = field(default_factory=VoteStats)
-    # localswarm.gateway.federation.Federation when `federate` is on (issue 6), else None.
-    federation: Any = None
-    # localswarm.metrics.Metrics (issue 7); None in tests that build a bare state.
-    metrics: Any = None
+    counters: RequestCounters = field(default_factory=RequestCounters)
+    # Set by the lifespan when `federate` is on (issue 6); None otherwise.
+    federation: Federation | None = None
+    # Prometheus (issue 7); None in tests that build a bare state.
+    metrics: Metrics | None = None
 
     def model_ids(self) -> list[str]:
         """The served model and its aliases; any other name a client sends maps here too."""
         return [self.model_id, *[a for a in SWARM_ALIASES if a != self.model_id]]
 
-    def record_vote(self, result: VoteResult, gathered: Any) -> None:
+    def record_vote(self, result: VoteResult, gathered: Gathered) -> None:
         self.votes.votes += 1
         self.votes.confidence_total += result.confidence
         self.votes.early_stops += int(bool(gathered.early_stop))
         self.votes.degenerate += int(bool(result.degenerate))
         if self.metrics is not None:
-            self.metrics.observe_vote(result, gathered)
+            self.metrics.observe_vote(result, answered=len(gathered.answers), asked=gathered.asked,
+                                      early_stop=gathered.early_stop)
 
     def record_tokens(self, usage: dict[str, Any] | None) -> None:
         """Count the usage of one answer sent to a client (Prometheus tokens in/out)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -11,11 +12,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
 from localswarm.backends.base import Backend
+from localswarm.config import Settings, SupervisorTiming
 from localswarm.logs import rotate_if_needed
 from localswarm.supervisor import proc
 from localswarm.supervisor.states import State, check_transition
@@ -33,6 +34,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class InstanceStats:
+    """Counters of one instance, written only through :meth:`Instance.request`."""
+
     requests: int = 0
     failures: int = 0
     in_flight: int = 0
@@ -56,22 +59,71 @@ class InstanceStats:
         }
 
 
+class Work:
+    """One request to an instance, in flight from creation until closed (see :meth:`Instance.request`).
+
+    Close it once: :meth:`done` (tokens decoded and decoding time, else the wall time),
+    :meth:`failed`, or :meth:`abandoned` (cut off by the gateway, not the instance's fault:
+    a losing stream of the fastest relay, a client that left).
+    """
+
+    def __init__(self, stats: InstanceStats) -> None:
+        self._stats = stats
+        self._started = time.monotonic()
+        self._open = True
+        stats.requests += 1
+        stats.in_flight += 1
+
+    def _close(self) -> bool:
+        if not self._open:
+            return False
+        self._open = False
+        self._stats.in_flight -= 1
+        return True
+
+    def done(self, *, tokens: int = 0, generation_s: float | None = None) -> None:
+        if self._close():
+            latency = time.monotonic() - self._started
+            self._stats.latency_total += latency
+            self._stats.completion_tokens += tokens
+            self._stats.generation_seconds += generation_s if generation_s else latency
+
+    def failed(self) -> None:
+        if self._close():
+            self._stats.failures += 1
+
+    def abandoned(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Work:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # Any exception, a cancellation included (a straggler cut off by the quorum), counts
+        # as a failure; leaving the block normally without an outcome counts as done.
+        if exc_type is not None:
+            self.failed()
+        else:
+            self.done()
+
+
 @dataclass(kw_only=True)
-class InstanceTiming:
-    health_interval: float = 5.0
-    health_timeout: float = 3.0
-    start_timeout: float = 120.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    max_fast_failures: int = 5
-    fast_failure_window: float = 30.0
-    stop_grace: float = 10.0
-    busy_grace: float = 330.0  # how long a busy instance may fail health checks
+class InstanceTiming(SupervisorTiming):
+    """The supervision timings of :class:`~localswarm.config.Settings`, plus how long a busy
+    instance may fail health checks (the request timeout and a margin)."""
+
+    busy_grace: float = 330.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InstanceTiming:
+        shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(SupervisorTiming)}
+        return cls(**shared, busy_grace=settings.instance_timeout + 30)
 
 
 @dataclass(eq=False)
 class Instance:
-    """A supervised process. The supervisor owns it; the gateway only reads it."""
+    """A supervised process. The supervisor owns it and its state; the gateway reads it and
+    opens each request to it with :meth:`request`, which keeps the stats."""
 
     name: str
     backend: Backend
@@ -80,7 +132,6 @@ class Instance:
     log_dir: Path
     client: httpx.AsyncClient
     timing: InstanceTiming = field(default_factory=InstanceTiming)
-    on_state: Callable[[Instance, State, State], None] | None = None
     extra_args: tuple[str, ...] = ()  # per-instance flags, e.g. the GPU it is pinned to
 
     state: State = State.STOPPED
@@ -106,6 +157,14 @@ class Instance:
     def ready(self) -> bool:
         return self.state is State.READY
 
+    def request(self) -> Work:
+        """Account one request: ``with inst.request() as work: ... work.done(tokens=...)``.
+
+        It is in flight until closed; the drain on stop and the busy grace of health checks
+        read that count.
+        """
+        return Work(self.stats)
+
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
@@ -115,7 +174,7 @@ class Instance:
 
     # -- state machine ------------------------------------------------------------------
     def swap_state(self, expected: State | tuple[State, ...], new: State) -> None:
-        """The only way state changes: validate, log, notify."""
+        """The only way state changes: validate, log, wake :meth:`wait_ready`."""
         allowed = expected if isinstance(expected, tuple) else (expected,)
         if self.state not in allowed:
             raise RuntimeError(f"{self.name}: expected state {allowed}, found {self.state.value}")
@@ -126,8 +185,6 @@ class Instance:
             self._ready_event.set()
         else:
             self._ready_event.clear()
-        if self.on_state:
-            self.on_state(self, old, new)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

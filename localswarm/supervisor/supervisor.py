@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -48,7 +47,6 @@ class Supervisor:
         log_dir: Path,
         timing: InstanceTiming | None = None,
         threads: int | None = None,
-        on_state: Callable[[Instance, State, State], None] | None = None,
         instance_args: list[list[str]] | None = None,
     ) -> None:
         if instances < 1:
@@ -67,15 +65,12 @@ class Supervisor:
                 log_dir=log_dir,
                 client=self._client,
                 timing=self.timing,
-                on_state=on_state,
                 extra_args=tuple((instance_args or [])[i] if instance_args and i < len(instance_args) else ()),
             )
             for i in range(instances)
         ]
-        self.started_at: float | None = None
 
     def start(self) -> None:
-        self.started_at = time.time()
         for inst in self.instances:
             inst.start()
 
@@ -93,9 +88,6 @@ class Supervisor:
 
     def ready_instances(self) -> list[Instance]:
         return [i for i in self.instances if i.ready]
-
-    def get(self, name: str) -> Instance | None:
-        return next((i for i in self.instances if i.name == name), None)
 
     async def stop(self) -> None:
         """Stop every instance in parallel; shielded so a second Ctrl-C cannot orphan one."""

@@ -4,11 +4,7 @@ Scraped before and after real requests and parsed with prometheus-client's own p
 the HTTP, vote and token counters move by exactly what the responses report, each
 llama-server's own counters appear relabelled by instance, and a SIGKILLed instance
 shows up as a restart.
-
-Until the gateway wires metrics itself, the test adds them to the app the way the wiring
-will (``localswarm.metrics.install``, a vote hook); once ``create_app`` serves ``/metrics``
-and ``GatewayState`` calls the metrics, the manual steps are skipped and the same
-assertions check the real wiring.
+``create_app`` serves ``/metrics`` and ``GatewayState`` reports each vote to it.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localswarm.backends.llama_server import LlamaServerBackend
 from localswarm.config import Settings
-from localswarm.metrics import Metrics, install
 from tests.helpers import RunningGateway, free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -44,25 +38,6 @@ def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]],
 
 def get(parsed: dict, name: str, **labels: str) -> float:
     return parsed.get((name, frozenset(labels.items())), 0.0)
-
-
-def _wire(gw: RunningGateway) -> Metrics:
-    """The manual wiring, skipped where the gateway already does it."""
-    return install(gw.app, Metrics(gw.supervisor))
-
-
-def _hook_votes(state: Any, metrics: Metrics) -> None:
-    if getattr(state, "metrics", None) is not None:  # GatewayState reports votes itself
-        return
-    original = state.record_vote
-
-    def record_vote(result: Any, gathered: Any) -> None:
-        original(result, gathered)
-        metrics.observe_vote(result, gathered)
-        usage = gathered.samples[result.winner].usage
-        metrics.observe_tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-
-    state.record_vote = record_vote
 
 
 def _streamed_usage(client: httpx.Client) -> dict[str, int]:
@@ -84,9 +59,7 @@ def test_metrics_counters_move_with_real_requests(real_llama):
     backend = LlamaServerBackend(binary=Path(binary), model_path=Path(model), model_id="smollm2", ctx_size=1024,
                                  parallel=1)
     gw = RunningGateway(settings, backend, instances=2)
-    metrics = _wire(gw)
     with gw, gw.client(timeout=120) as c:
-        _hook_votes(gw.app.state.gateway, metrics)
         before = scrape(c)
 
         usages = []

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from localswarm import cli
 from localswarm.config import Settings
 from localswarm.federation import SecretError, sign
-from localswarm.gateway.federation import preflight
+from localswarm.federation.node import preflight
 from tests.helpers import RunningGateway, fake_backend, free_tcp_port
 
 SECRET = "glue-test-secret-0123456789abcdef"

@@ -1,7 +1,7 @@
 """Prometheus metrics: the middleware, vote/token hooks, instance and llama-server metrics.
 
 The gateway tests run the real gateway app over FAKE llama-servers
-(tests/fakes/fake_llama_server.py processes), with the metrics added by ``install``.
+(tests/fakes/fake_llama_server.py processes), with the metrics ``create_app`` wires itself.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from localswarm.config import Settings
 from localswarm.consensus import VoteResult
-from localswarm.metrics import UNMATCHED_ROUTE, Metrics, install
+from localswarm.metrics import UNMATCHED_ROUTE, Metrics, MetricsMiddleware, metrics_endpoint
 from localswarm.supervisor.states import State
 from tests.helpers import RunningGateway, fake_backend, free_tcp_port, set_fake_replies
 
@@ -38,21 +39,6 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def value(parsed: dict, name: str, **labels: str) -> float | None:
     return parsed.get((name, frozenset(labels.items())))
-
-
-def hook_votes(state: Any, metrics: Metrics) -> None:
-    """Until GatewayState calls the metrics itself, relay its record_vote to them."""
-    if getattr(state, "metrics", None) is not None:
-        return
-    original = state.record_vote
-
-    def record_vote(result: Any, gathered: Any) -> None:
-        original(result, gathered)
-        metrics.observe_vote(result, gathered)
-        usage = gathered.samples[result.winner].usage
-        metrics.observe_tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-
-    state.record_vote = record_vote
 
 
 def _vote(confidence: float, *, degenerate: bool = False, strategy: str = "similarity") -> VoteResult:
@@ -76,8 +62,10 @@ def test_middleware_labels_route_templates_not_raw_paths():
     async def item(request: Any) -> PlainTextResponse:
         return PlainTextResponse(request.path_params["id"])
 
-    app = Starlette(routes=[Route("/items/{id}", item, methods=["GET"])])
-    metrics = install(app, Metrics())
+    metrics = Metrics()
+    app = Starlette(routes=[Route("/items/{id}", item, methods=["GET"]),
+                            Route("/metrics", metrics_endpoint(metrics), methods=["GET"])],
+                    middleware=[Middleware(MetricsMiddleware, metrics=metrics)])
     with TestClient(app) as client:
         for path in ("/items/1", "/items/2", "/nope/1", "/nope/2"):
             client.get(path)
@@ -89,13 +77,12 @@ def test_middleware_labels_route_templates_not_raw_paths():
     assert value(parsed, "localswarm_http_requests_total", route=UNMATCHED_ROUTE, method="GET", status="404") == 2
     assert value(parsed, "localswarm_http_request_duration_seconds_count", route="/items/{id}", method="GET") == 2
     assert not any("/items/1" in str(key) for key in parsed)
-    assert install(app, Metrics()) is metrics  # already wired: left alone
 
 
 def test_observe_vote_counts_confidence_early_stops_and_degenerate():
     m = Metrics()
-    m.observe_vote(_vote(0.9), SimpleNamespace(early_stop=True, samples=[1, 2], asked=3))
-    m.observe_vote(_vote(0.4, degenerate=True), SimpleNamespace(early_stop=False, samples=[1, 2, 3], asked=3))
+    m.observe_vote(_vote(0.9), answered=2, asked=3, early_stop=True)
+    m.observe_vote(_vote(0.4, degenerate=True), answered=3, asked=3, early_stop=False)
     parsed = samples(m.render().decode())
     assert value(parsed, "localswarm_votes_total", strategy="similarity") == 2
     assert value(parsed, "localswarm_vote_early_stops_total") == 1
@@ -171,13 +158,11 @@ async def test_upstream_scrape_relabels_merges_and_tolerates_dead_instances():
 
 
 def test_gateway_over_fake_instances_counts_requests_votes_tokens_and_restarts(tmp_path, monkeypatch):
-    """The real gateway app + install(): counters move with traffic and with a crash."""
+    """The real gateway app: counters move with traffic and with a crash."""
     set_fake_replies(monkeypatch, ["def add(a, b): return a + b", "def add(x, y): return x + y"])
     settings = Settings(port=free_tcp_port(), backoff_initial=0.1, health_interval=0.2)
     gw = RunningGateway(settings, fake_backend(tmp_path), instances=2)
-    metrics = install(gw.app, Metrics(gw.supervisor))
     with gw, gw.client() as c:
-        hook_votes(gw.app.state.gateway, metrics)
         before = samples(c.get("/metrics").text)
         bodies = [c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "add two"}]}).json()
                   for _ in range(2)]

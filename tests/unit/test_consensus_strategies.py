@@ -9,7 +9,6 @@ from localswarm.consensus import (
     quorum_reached,
     required_votes,
     strategy_from_request,
-    strip_request_fields,
     vote,
 )
 from tests.unit.test_consensus_samples import (
@@ -51,9 +50,12 @@ def test_unknown_strategy_is_a_clear_value_error() -> None:
         strategy_from_request({}, {}, "majority")
 
 
-def test_strip_request_fields() -> None:
+def test_strategy_fields_never_go_upstream() -> None:
+    """The upstream policy drops localswarm's own fields (and does not mutate the body)."""
+    from localswarm.upstream import upstream_body
+
     body = {"model": "m", "messages": [], "localswarm_strategy": "quality", "localswarm": {}}
-    assert strip_request_fields(body) == {"model": "m", "messages": []}
+    assert upstream_body(body) == {"model": "m", "messages": []}
     assert "localswarm" in body  # not mutated
 
 

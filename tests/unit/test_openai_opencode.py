@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from localswarm import statefile
 from localswarm.cli import main
-from localswarm.gateway.params import upstream_body
+from localswarm.upstream import upstream_body
 
 
 def test_prints_the_config_of_the_running_swarm_with_env_key_reference():

@@ -1,16 +1,18 @@
-"""Federation glue: the gateway side of issue 6 (docs/federation.md).
+"""A federated node: the gateway's typed collaborator for issue 6 (docs/federation.md).
 
 - :class:`GatewayCoordinator` implements the federation routes'
   :class:`~localswarm.federation.routes.FederationCoordinator` on top of
-  :func:`localswarm.gateway.voting.local_vote_round`: a peer's request runs on this node's
+  :func:`localswarm.gateway.rounds.local_round`: a peer's request runs on this node's
   own instances only, never forwarded.
 - :class:`Federation` holds :class:`~localswarm.federation.discovery.Discovery` and a
   :class:`~localswarm.federation.pool.PeerPool`; the app's lifespan starts and stops it
-  through :func:`start_federation` / :func:`stop_federation`.
+  through :func:`start_federation` / :func:`stop_federation`, and hangs it on
+  ``GatewayState.federation`` (None when federation is off).
 - :meth:`Federation.vote_round` is the cross-vote step: vote locally while asking every
-  healthy peer in parallel with one timeout, then :func:`~localswarm.federation.cross_vote`.
-  The answer and its metadata come back through the usual ``(gathered, result)`` pair, so
-  every route (streamed consensus included) serves the federated answer unchanged.
+  healthy peer in parallel with one timeout, then :func:`localswarm.consensus.cross_vote`.
+  It returns the gateway's :class:`~localswarm.gateway.rounds.Round` with a
+  :class:`FederatedOutcome`, so every route (streamed consensus included) serves the
+  federated answer unchanged.
 
 Federation is off unless ``settings.federate``: then nothing here runs and the
 ``/v1/federation/*`` endpoints do not exist.
@@ -20,42 +22,35 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localswarm import __version__
 from localswarm.config import Settings
-from localswarm.consensus import Candidate, VoteResult, strategy_from_request
-from localswarm.federation import (
-    AnswerMessage,
-    CrossVoteResult,
-    Discovery,
-    HealthReply,
-    InfoReply,
-    PeerPool,
-    VoteReply,
-    VoteRequest,
-    check_hops,
-    cross_vote,
-    federation_routes,
-    resolve_secret,
-)
-from localswarm.federation.auth import HEADER_HOPS
+from localswarm.consensus import CrossVoteResult, cross_vote, strategy_from_request
+from localswarm.federation.auth import HEADER_HOPS, check_hops, resolve_secret
+from localswarm.federation.discovery import Discovery
 from localswarm.federation.errors import AuthError
+from localswarm.federation.pool import PeerPool, VoteGather
+from localswarm.federation.protocol import AnswerMessage, HealthReply, InfoReply, VoteReply, VoteRequest
+from localswarm.federation.routes import federation_routes
 from localswarm.gateway import fanout
+from localswarm.gateway.rounds import Round, local_metadata, local_round
 from localswarm.gateway.state import GatewayState
+from localswarm.hosts import is_wildcard
+from localswarm.supervisor.instance import Instance
+from localswarm.upstream import Answer
 
 __all__ = [
-    "CrossVoteOutcome",
-    "FederatedGathered",
+    "FederatedOutcome",
     "Federation",
     "GatewayCoordinator",
     "HopGuard",
@@ -66,8 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-LocalRound = Callable[[GatewayState, list[Any], dict[str, Any], str], Awaitable[tuple[fanout.Gathered, VoteResult]]]
 
 # Hops of the client request being served (0: a client, >0: it came from a federated node).
 _HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("localswarm_hops", default=0)
@@ -85,10 +78,10 @@ class HopGuard:
     federated one too (answered locally), never as a client's.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
@@ -106,10 +99,6 @@ class HopGuard:
             _HOPS.reset(token)
 
 
-def _is_wildcard(host: str) -> bool:
-    return host in ("", "0.0.0.0", "::", "[::]")
-
-
 def preflight(settings: Settings) -> bytes | None:
     """Check the federation settings before anything starts; return the secret (or None).
 
@@ -124,16 +113,15 @@ def preflight(settings: Settings) -> bytes | None:
 # -- the coordinator the federation routes call ------------------------------------------
 
 
-def vote_reply(node_id: str, model: str, gathered: fanout.Gathered, result: VoteResult, latency: float) -> VoteReply:
+def vote_reply(node_id: str, model: str, voted: Round, latency: float) -> VoteReply:
     """This node's vote in the federation protocol: its best answer and the vote's statistics."""
-    from localswarm.gateway.voting import winning_message
-
-    message, finish, _ = winning_message(gathered, result)
-    n = max(1, gathered.asked, len(gathered.samples))
+    assert voted.result is not None
+    gathered, result, winner = voted.gathered, voted.result, voted.winner
+    n = max(1, gathered.asked, len(gathered.answers))
     return VoteReply(
         node_id=node_id,
-        message=AnswerMessage(content=message.get("content"), tool_calls=message.get("tool_calls") or None),
-        finish_reason=finish or "stop",
+        message=AnswerMessage(content=winner.message().get("content"), tool_calls=winner.tool_calls or None),
+        finish_reason=winner.finish_reason or "stop",
         cluster_size=min(len(result.cluster), n),
         n=n,
         cohesion=min(1.0, max(0.0, float(result.cohesion))),
@@ -152,10 +140,9 @@ class GatewayCoordinator:
     async def local_vote(self, body: dict[str, Any]) -> VoteReply:
         """Run ``body`` on this node's ready instances and return its vote."""
         from localswarm.gateway.validation import validate_chat
-        from localswarm.gateway.voting import local_vote_round
 
         state = self.state
-        body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        body = peer_body(body)
         validate_chat(body)
         instances = state.supervisor.ready_instances()
         if not instances:
@@ -165,8 +152,8 @@ class GatewayCoordinator:
         except ValueError:
             strategy = state.settings.strategy
         started = time.monotonic()
-        gathered, result = await local_vote_round(state, instances, body, strategy)
-        return vote_reply(self.node_id, state.model_id, gathered, result, time.monotonic() - started)
+        voted = await local_round(state, instances, body, strategy)
+        return vote_reply(self.node_id, state.model_id, voted, time.monotonic() - started)
 
     def info(self) -> InfoReply:
         """Identity, model and capacity of this node."""
@@ -182,23 +169,19 @@ class GatewayCoordinator:
         return HealthReply(node_id=self.node_id, status=status, ready_instances=ready, instances=total)
 
 
-# -- the cross-vote result, carried through the usual (gathered, result) pair -------------
+def peer_body(body: dict[str, Any]) -> dict[str, Any]:
+    """What a peer is asked (and runs): the checked chat body, never streamed."""
+    return {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+
+
+# -- the cross vote's outcome -------------------------------------------------------------
 
 
 @dataclass
-class _PeerInstance:
-    """Stands in for an instance in the synthetic sample holding a peer's winning answer."""
+class FederatedOutcome:
+    """What a federated round adds to a :class:`~localswarm.gateway.rounds.Round`."""
 
-    name: str
-
-
-@dataclass
-class CrossVoteOutcome:
-    """What :func:`metadata` needs to describe a federated answer."""
-
-    cross: CrossVoteResult
-    local_result: VoteResult | None
-    local_count: int
+    cross: CrossVoteResult[VoteReply]
     names: dict[str, str]
     addresses: dict[str, str]
     failures: dict[str, str]
@@ -207,7 +190,7 @@ class CrossVoteOutcome:
     peers_latency_s: float
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Every node whose vote was counted (the coordinator first), and whether it agreed."""
+        """Every node whose vote was counted, and whether it agreed."""
         agreeing = set(self.cross.agreeing_nodes)
         return [
             {"node_id": nid, "name": self.names.get(nid, nid[:8]), "address": self.addresses.get(nid, ""),
@@ -215,19 +198,19 @@ class CrossVoteOutcome:
             for nid in self.cross.contributing_nodes
         ]
 
-    def metadata(self, gathered: fanout.Gathered, result: VoteResult, latency: float,
-                 local_metadata: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    def metadata(self, voted: Round, latency: float) -> dict[str, Any]:
         """Local vote details plus the pooled decision; ``nodes`` names every contributor."""
-        local_samples = gathered.samples[: self.local_count]
-        if self.local_result is not None and local_samples:
-            meta = local_metadata(local_samples, gathered, self.local_result, latency)
+        gathered = voted.gathered
+        if voted.result is not None and voted.answers:
+            meta = local_metadata(voted.answers, gathered, voted.result, latency)
             meta["local"] = {"winner": meta["winner"], "votes": meta["votes"], "n": meta["n"],
                              "confidence": meta["confidence"]}
         else:  # the local vote failed: the answer comes from the peers alone
-            meta = {"strategy": result.strategy, "asked": gathered.asked, "answered": 0, "left_out": gathered.failed,
+            meta = {"strategy": voted.strategy, "asked": gathered.asked, "answered": 0, "left_out": gathered.failed,
                     "early_stop": gathered.early_stop, "latency_s": round(latency, 3), "degenerate": False,
-                    "cluster": [], "clusters": [], "excluded": [], "cohesion": 0.0, "tool_call": bool(result.tool_calls),
-                    "synthesized": False, "usage_total": {"prompt_tokens": 0, "completion_tokens": 0}, "local": None}
+                    "cluster": [], "clusters": [], "excluded": [], "cohesion": 0.0,
+                    "tool_call": bool(voted.winner.tool_calls), "synthesized": False,
+                    "usage_total": {"prompt_tokens": 0, "completion_tokens": 0}, "local": None}
         cross = self.cross
         fed = cross.to_metadata()
         for row in fed["nodes"]:
@@ -247,21 +230,11 @@ class CrossVoteOutcome:
         return meta
 
 
-@dataclass
-class FederatedGathered(fanout.Gathered):
-    """A local ``Gathered`` plus the cross-vote; a peer's winning answer is a synthetic last sample."""
-
-    federation: CrossVoteOutcome | None = field(default=None)
-
-
-def _peer_sample(reply: VoteReply, label: str) -> fanout.Sample:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.message.content}
-    if reply.message.tool_calls:
-        message["tool_calls"] = reply.message.tool_calls
-    response = {"choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}], "usage": {}}
-    candidate = Candidate(id=label, text=reply.message.content or "", tool_calls=list(reply.message.tool_calls or []),
-                          finish_reason=reply.finish_reason, latency_s=reply.latency_s)
-    return fanout.Sample(instance=_PeerInstance(label), response=response, candidate=candidate)  # type: ignore[arg-type]
+def _peer_answer(reply: VoteReply, label: str) -> Answer:
+    """A peer's winning answer, as the client gets it (its token usage is the peer's own)."""
+    calls = list(reply.message.tool_calls or [])
+    return Answer(id=label, text=reply.message.content or "", tool_calls=calls,
+                  finish_reason="tool_calls" if calls else reply.finish_reason, latency_s=reply.latency_s)
 
 
 # -- the federation object the lifespan owns ---------------------------------------------
@@ -283,7 +256,7 @@ class Federation:
         self.settings = settings
         self.secret = secret
         host = settings.host
-        specific = not _is_wildcard(host)
+        specific = not is_wildcard(host)
         self.discovery = discovery or Discovery(
             port=settings.port,
             model=state.model_id,
@@ -316,14 +289,12 @@ class Federation:
         self.coordinator = GatewayCoordinator(state, node_id=self.node_id, name=self.name, auth=secret is not None,
                                               hw=self.discovery.advert.hw)
         self._routes: list[BaseRoute] = []
-        self.started_at = 0.0
         self.cross_votes = 0
 
     # lifecycle
 
     async def start(self) -> None:
         """Start discovery (mDNS, static peers, UDP) and the peer pool's probes."""
-        self.started_at = time.monotonic()
         await self.discovery.start()
         await self.pool.start()
 
@@ -373,14 +344,12 @@ class Federation:
                 addresses[peer.node_id] = f"{peer.host}:{peer.port}"
         return names, addresses
 
-    async def vote_round(
-        self, state: GatewayState, instances: list[Any], body: dict[str, Any], strategy: str, local_round: LocalRound
-    ) -> tuple[fanout.Gathered, VoteResult]:
+    async def vote_round(self, instances: Sequence[Instance], body: dict[str, Any], strategy: str) -> Round:
         """Vote locally and with every available peer (in parallel, one timeout); pool the answers."""
+        state = self.state
         timeout = self.settings.peer_timeout
         started = time.monotonic()
-        peer_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        request = VoteRequest(request_id=uuid.uuid4().hex, request=peer_body)
+        request = VoteRequest(request_id=uuid.uuid4().hex, request=peer_body(body))
         local_task = asyncio.create_task(local_round(state, instances, body, strategy))
         peers_task = asyncio.create_task(self.pool.gather_votes(request, timeout_s=timeout))
         try:
@@ -403,40 +372,34 @@ class Federation:
                 raise exc
             logger.warning("local vote failed (%s); answering with %d peer votes", exc, len(got.replies))
             return self._from_peers_only(got, names, addresses, strategy, peers_latency)
-        gathered, local_result = local_task.result()
-        local_latency = max((s.candidate.latency_s for s in gathered.samples), default=0.0)
-        local = vote_reply(self.node_id, state.model_id, gathered, local_result, local_latency)
-        cross = cross_vote(local, got.replies, threshold=self.settings.similarity_threshold)
+        local = local_task.result()
+        local_latency = max((a.latency_s for a in local.answers), default=0.0)
+        mine = vote_reply(self.node_id, state.model_id, local, local_latency)
+        cross = cross_vote(mine, got.replies, threshold=self.settings.similarity_threshold)
         self.cross_votes += 1
-        out = FederatedGathered(samples=list(gathered.samples), failed=gathered.failed, errors=gathered.errors,
-                                early_stop=gathered.early_stop, asked=gathered.asked)
         if cross.winner.node_id == self.node_id:
-            label = local_result.metadata([s.candidate for s in gathered.samples])["winner"]
-            result = dataclasses.replace(local_result, confidence=cross.confidence)
+            label = local.winner.id
+            winner, index = local.winner, local.winner_index
         else:
             label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
-            out.samples.append(_peer_sample(cross.winner, label))
-            result = dataclasses.replace(local_result, winner=len(out.samples) - 1, confidence=cross.confidence,
-                                         tool_calls=cross.winner.message.tool_calls or None, synthesized=False)
-        out.federation = CrossVoteOutcome(cross=cross, local_result=local_result, local_count=len(gathered.samples),
-                                          names=names, addresses=addresses, failures=got.failures,
-                                          winner_label=label, peer_timeout_s=timeout, peers_latency_s=peers_latency)
-        return out, result
+            winner, index = _peer_answer(cross.winner, label), None
+        outcome = FederatedOutcome(cross=cross, names=names, addresses=addresses, failures=got.failures,
+                                   winner_label=label, peer_timeout_s=timeout, peers_latency_s=peers_latency)
+        return Round(local.gathered, local.result, winner, index, cross.confidence, local.strategy,
+                     federated=outcome)
 
-    def _from_peers_only(self, got: Any, names: dict[str, str], addresses: dict[str, str], strategy: str,
-                         peers_latency: float) -> tuple[fanout.Gathered, VoteResult]:
+    def _from_peers_only(self, got: VoteGather, names: dict[str, str], addresses: dict[str, str], strategy: str,
+                         peers_latency: float) -> Round:
         first, *rest = sorted(got.replies, key=lambda r: (-r.cluster_size, -r.confidence, r.node_id))
         cross = cross_vote(first, rest, threshold=self.settings.similarity_threshold)
         self.cross_votes += 1
         label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
-        out = FederatedGathered(samples=[_peer_sample(cross.winner, label)], asked=len(self.state.supervisor.instances))
-        result = VoteResult(winner=0, strategy=strategy, confidence=cross.confidence, cluster=[0], cohesion=1.0,
-                            clusters=[[0]], excluded=[], degenerate=False,
-                            tool_calls=cross.winner.message.tool_calls or None)
-        out.federation = CrossVoteOutcome(cross=cross, local_result=None, local_count=0, names=names,
-                                          addresses=addresses, failures=got.failures, winner_label=label,
-                                          peer_timeout_s=self.settings.peer_timeout, peers_latency_s=peers_latency)
-        return out, result
+        outcome = FederatedOutcome(cross=cross, names=names, addresses=addresses, failures=got.failures,
+                                   winner_label=label, peer_timeout_s=self.settings.peer_timeout,
+                                   peers_latency_s=peers_latency)
+        gathered = fanout.Gathered(asked=len(self.state.supervisor.instances))
+        return Round(gathered, None, _peer_answer(cross.winner, label), None, cross.confidence, strategy,
+                     federated=outcome)
 
 
 # -- lifespan hooks (the only lines app.py carries for federation) ------------------------

@@ -1,4 +1,4 @@
-"""What of a client's request reaches llama-server: the forwarding policy (issue 5).
+"""What of a client's request reaches an instance: the one home of the forwarding policy (issue 5).
 
 Clients send more than any one server understands (opencode, the AI SDK and OpenAI's
 own clients add ``user``, ``store``, ``metadata``, ``service_tier``...). The policy:
@@ -7,7 +7,8 @@ own clients add ``user``, ``store``, ``metadata``, ``service_tier``...). The pol
 - llama-server's own sampling extras are forwarded too (``LLAMA_EXTRAS``: ``ignore_eos``,
   ``top_k``, ``min_p``, ``grammar``, ``cache_prompt``...), so power users keep them;
 - fields the gateway owns (``stream``, ``stream_options``, ``n``, ``seed``) are rewritten
-  per instance by :mod:`localswarm.gateway.fanout`;
+  per instance (:func:`instance_bodies`, :func:`for_instance`): every instance gets its own
+  seed and is always asked to stream, with usage, under the model id it serves;
 - everything else is dropped, silently for the client (OpenAI's "unknown fields are
   ignored") and at debug level in the log. Dropping rather than forwarding keeps fields
   that would change llama-server's response shape (``response_fields``, ``n_probs``,
@@ -20,9 +21,15 @@ mlx_lm take strings everywhere, while only some chat templates take parts.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import random
+from typing import TYPE_CHECKING, Any
 
-from localswarm.gateway.errors import invalid
+from localswarm.errors import invalid
+
+if TYPE_CHECKING:
+    from localswarm.supervisor.instance import Instance
+
+__all__ = ["ALLOWED", "FORWARDED", "LLAMA_EXTRAS", "for_instance", "instance_bodies", "upstream_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +110,49 @@ def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
     if out.get("top_logprobs") is not None and not out.get("logprobs") and "messages" in out:
         out["logprobs"] = True  # OpenAI requires both; llama-server needs the flag
     return out
+
+
+# Fields the gateway owns: never forwarded as the client sent them.
+_OWNED = {"stream", "stream_options", "n", "localswarm", "localswarm_strategy"}
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = body.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def instance_bodies(body: dict[str, Any], count: int, *, default_temperature: float) -> list[dict[str, Any]]:
+    """One upstream body per instance: distinct seeds so the vote sees diverse samples.
+
+    ``seed`` given: instance ``i`` gets ``seed + i``; otherwise a random first seed.
+    """
+    base = {k: v for k, v in body.items() if k not in _OWNED}
+    if base.get("temperature") is None:
+        base["temperature"] = default_temperature
+    if base.get("max_tokens") is None and base.get("max_completion_tokens") is not None:
+        base["max_tokens"] = base["max_completion_tokens"]
+    base.pop("max_completion_tokens", None)
+    seed = _seed(body)
+    first = seed if seed is not None else random.randrange(2**31)
+    return [{**base, "seed": (first + i) % 2**32} for i in range(count)]
+
+
+def reseeded(body: dict[str, Any], offset: int) -> dict[str, Any]:
+    """``body`` for an extra round: the client's seed moved by ``offset`` (so it differs from
+    the vote round's ``seed + i``), or no seed (each instance then draws its own)."""
+    out = {k: v for k, v in body.items() if k != "seed"}
+    seed = _seed(body)
+    if seed is not None:
+        out["seed"] = (seed + offset) % 2**32
+    return out
+
+
+def for_instance(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
+    """What one instance is sent: always streamed with usage, always the served model id.
+
+    Streamed even when the client's request is not: llama-server notices a closed
+    connection only when it writes, so cancelling a streamed request frees the slot at
+    once, while a non-streamed one would keep decoding for nobody. The served id because
+    mlx_lm.server would try to load any other name it is sent.
+    """
+    return {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
