@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
+# Light imports only: `down` and `status` must not pay for numpy, uvicorn or zeroconf
+# (tests/process/test_cli_imports.py); what `up` needs is imported inside it.
 from localswarm import __version__, runner
 from localswarm.config import STRATEGIES, STREAM_MODES, load_settings
 from localswarm.errors import LocalSwarmError
-from localswarm.federation.node import preflight as federation_preflight
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -107,6 +108,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
     # Unset flags are None; unset repeatable ones are () and unset switches False.
     flags = {k: (list(v) or None) if isinstance(v, tuple) else (v or None) if isinstance(v, bool) else v
              for k, v in flags.items()}
+    from localswarm.federation.node import preflight as federation_preflight
+
     try:
         settings = load_settings(flags)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret

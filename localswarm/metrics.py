@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
+from localswarm import upstream
 from localswarm.supervisor.states import State
 
 if TYPE_CHECKING:
@@ -141,28 +142,12 @@ class Metrics:
         """Fetch every live instance's ``/metrics`` concurrently; dead or slow ones are skipped."""
         instances = list(self.supervisor.instances) if self.supervisor else []
         live = [i for i in instances if i.state in (State.READY, State.STARTING) and i.port]
-        texts = await asyncio.gather(*(_fetch(client, i, timeout) for i in live))
+        texts = await asyncio.gather(*(upstream.fetch_metrics(client, i, timeout) for i in live))
         self._upstream.update({i.name: text for i, text in zip(live, texts)}, [i.name for i in instances])
 
     def render(self) -> bytes:
         """The exposition text (without refreshing the llama-server scrape)."""
         return generate_latest(self.registry)
-
-
-async def _fetch(client: httpx.AsyncClient, inst: Any, timeout: float) -> str | None:
-    try:
-        # wait_for bounds the whole exchange; httpx's timeout only bounds each read.
-        resp = await asyncio.wait_for(
-            client.get(inst.base_url + "/metrics", headers=inst.auth_headers(), timeout=timeout), timeout
-        )
-    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
-        logger.debug("%s: /metrics failed: %r", inst.name, exc)
-        return None
-    if resp.status_code != 200:
-        # llama-server answers 501 when started without --metrics.
-        logger.debug("%s: /metrics answered %d", inst.name, resp.status_code)
-        return None
-    return resp.text
 
 
 class _InstanceCollector(Collector):

@@ -10,28 +10,30 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
-import uvicorn
 
 from localswarm import paths, statefile
-from localswarm.backends.base import Backend
-from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
-from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
-from localswarm.gateway.app import create_app, timing_from
 from localswarm.hosts import client_host
 from localswarm.logs import rotate_if_needed
-from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
-from localswarm.supervisor.supervisor import Supervisor
+
+# What only `up` needs (the gateway, uvicorn, numpy, zeroconf...) is imported where it is
+# used, so `localswarm down` and `status` start fast (issue 11).
+if TYPE_CHECKING:
+    from localswarm.backends.base import Backend
+    from localswarm.provision import ResolvedModel
 
 logger = logging.getLogger("localswarm")
 
 
 def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
+    from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
+    from localswarm.backends.mlx import MlxBackend
+
     if model.backend == "mlx":
         return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
     return LlamaServerBackend(
@@ -86,6 +88,8 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
 
 def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
     """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`)."""
+    from localswarm.provision import resolve_model
+
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
                          parallel=settings.parallel, interactive=interactive, devices=settings.device)
 
@@ -93,6 +97,11 @@ def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
 def run(settings: Settings, *, model: ResolvedModel | None = None,
         on_ready: Callable[[str], None] | None = None, mcp: bool = False) -> int:
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
+    import uvicorn
+
+    from localswarm.gateway.app import create_app, timing_from
+    from localswarm.supervisor.supervisor import Supervisor
+
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
     running = _live_swarm(statefile.read())

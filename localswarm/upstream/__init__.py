@@ -2,7 +2,8 @@
 
 - :mod:`.policy` what of a client's body goes upstream (one place);
 - :mod:`.sse` the one parser of an instance's event stream;
-- :mod:`.call` one send with retry, a whole :class:`Answer`, a live :class:`Stream`;
+- :mod:`.call` one send with retry, a whole :class:`Answer`, a live :class:`Stream`, an
+  instance's own ``/metrics``;
 - :mod:`.answer` the typed answer (text, tool calls, finish, usage, timings).
 """
 
@@ -10,7 +11,16 @@ from __future__ import annotations
 
 from localswarm.errors import UpstreamError
 from localswarm.upstream.answer import Answer
-from localswarm.upstream.call import Stream, ask, has_output, open_stream, post_json, send, upstream_error
+from localswarm.upstream.call import (
+    Stream,
+    ask,
+    fetch_metrics,
+    has_output,
+    open_stream,
+    post_json,
+    send,
+    upstream_error,
+)
 from localswarm.upstream.policy import for_instance, instance_bodies, reseeded, upstream_body
 from localswarm.upstream.sse import EventReader
 
@@ -20,6 +30,7 @@ __all__ = [
     "Stream",
     "UpstreamError",
     "ask",
+    "fetch_metrics",
     "for_instance",
     "has_output",
     "instance_bodies",

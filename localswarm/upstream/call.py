@@ -7,7 +7,9 @@ by its caller, so the supervisor's counters (in flight, failures, tokens) stay i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,9 @@ from localswarm.upstream.sse import EventReader
 if TYPE_CHECKING:
     from localswarm.supervisor.instance import Instance
 
-__all__ = ["Stream", "ask", "has_output", "open_stream", "post_json", "send", "upstream_error"]
+__all__ = ["Stream", "ask", "fetch_metrics", "has_output", "open_stream", "post_json", "send", "upstream_error"]
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 
@@ -169,3 +173,20 @@ async def post_json(
     data: dict[str, Any] = resp.json()
     return data
 
+
+
+async def fetch_metrics(client: httpx.AsyncClient, inst: Instance, timeout: float) -> str | None:
+    """An instance's own Prometheus text (``/metrics``), or None when it has none or is slow."""
+    try:
+        # wait_for bounds the whole exchange; httpx's timeout only bounds each read.
+        resp = await asyncio.wait_for(
+            client.get(inst.base_url + "/metrics", headers=inst.auth_headers(), timeout=timeout), timeout
+        )
+    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        logger.debug("%s: /metrics failed: %r", inst.name, exc)
+        return None
+    if resp.status_code != 200:
+        # llama-server answers 501 when started without --metrics.
+        logger.debug("%s: /metrics answered %d", inst.name, resp.status_code)
+        return None
+    return resp.text
