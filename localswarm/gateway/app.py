@@ -52,8 +52,14 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return APIError(500, "The gateway hit an internal error; see its log.", code="internal_error").response()
 
 
-def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> Starlette:
-    """Build the gateway around a (not yet started) supervisor."""
+def create_app(
+    settings: Settings, supervisor: Supervisor, *, model_id: str, transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """Build the gateway around a (not yet started) supervisor.
+
+    ``transport`` replaces the network under the pooled client that talks to the
+    instances (tests pass an ``httpx.MockTransport``).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,6 +67,7 @@ def create_app(settings: Settings, supervisor: Supervisor, *, model_id: str) -> 
         client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max(16, n * settings.parallel * 4), max_keepalive_connections=n * 4),
             timeout=httpx.Timeout(settings.instance_timeout, connect=5.0),
+            transport=transport,
         )
         app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id,
                                          metrics=metrics, counters=counters)
