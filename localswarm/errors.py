@@ -1,4 +1,26 @@
-"""The exception tree. Transport errors are translated into these at the boundary."""
+"""The exception tree: every error localswarm raises on purpose derives from LocalSwarmError.
+
+Transport errors are translated into these at the boundary (:mod:`localswarm.upstream`
+for instances, :mod:`localswarm.federation.peers` for peers). Some areas still define a
+subclass next to their code (``RegistryError``, ``GGUFFormatError``, ``NetworkUnavailable``,
+``PrebuiltUnavailable``, ``ServiceError``, ``SwarmNotFound``); each derives from a class here.
+
+::
+
+    LocalSwarmError
+     ├── ConfigError ── SecretError
+     ├── BackendNotFound
+     ├── ModelNotFound
+     ├── DownloadError
+     ├── PlanError
+     ├── InvalidTransition (also RuntimeError: a supervisor bug)
+     ├── UpstreamError   an instance refused or failed a request
+     ├── APIError        answered to the client in OpenAI's shape
+     └── FederationError
+          ├── AuthError ── HopLimitError
+          ├── ProtocolError (also ValueError)
+          └── PeerError ── PeerUnavailable
+"""
 
 from __future__ import annotations
 
@@ -90,3 +112,44 @@ class APIError(LocalSwarmError):
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     """A 400 ``invalid_request_error``."""
     return APIError(400, message, param=param, code=code)
+
+
+class InvalidTransition(LocalSwarmError, RuntimeError):
+    """A state change that the table does not allow: a supervisor bug."""
+
+
+class FederationError(LocalSwarmError):
+    """Base class of every federation error."""
+
+
+class SecretError(ConfigError):
+    """The federation secret is missing, too short, or stored in a readable file."""
+
+
+class AuthError(FederationError):
+    """A federated request failed authentication; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HopLimitError(AuthError):
+    """A federated request arrived with too many hops: peers never forward (no loops)."""
+
+
+class ProtocolError(FederationError, ValueError):
+    """A federation JSON body is malformed, of another version, or fails validation."""
+
+
+class PeerError(FederationError):
+    """A peer answered with an error, garbage, or not at all."""
+
+    def __init__(self, message: str, *, peer: str = "", status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.status_code = status_code
+
+
+class PeerUnavailable(PeerError):
+    """A peer is marked down and its backoff delay has not elapsed yet."""

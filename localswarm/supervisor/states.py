@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+from localswarm.errors import InvalidTransition
+
+__all__ = ["TRANSITIONS", "InvalidTransition", "State", "check_transition"]
+
 
 class State(str, Enum):
     STOPPED = "stopped"
@@ -28,10 +32,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # Only an explicit restart by the user clears FATAL; stopping is always allowed.
     State.FATAL: frozenset({State.STARTING, State.STOPPING, State.STOPPED}),
 }
-
-
-class InvalidTransition(RuntimeError):
-    """A state change that the table does not allow: a supervisor bug."""
 
 
 def check_transition(current: State, new: State) -> None:
