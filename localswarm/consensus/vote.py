@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from localswarm import config
+
 from .cluster import best_cluster, cohesion, exact_buckets, medoid, star_clusters
 from .model import Candidate, VoteResult
 from .similarity import Features, analyse, pair_similarity
@@ -29,9 +31,8 @@ from .toolcalls import ParsedCall, ToolVote, format_calls, parse_tool_calls, vot
 
 __all__ = ["DEFAULT_THRESHOLD", "quorum_reached", "required_votes", "vote"]
 
-#: Link threshold. Chance level (unrelated HumanEval solutions, p99) is 0.47 on raw
-#: tokens and 0.62 normalised; the mean used here must sit well above both.
-DEFAULT_THRESHOLD = 0.8
+#: Link threshold, declared once with the settings (see ``config.SIMILARITY_THRESHOLD``).
+DEFAULT_THRESHOLD = config.SIMILARITY_THRESHOLD
 
 
 @dataclass
