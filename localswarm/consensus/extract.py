@@ -66,11 +66,6 @@ class Extracted:
     #: The parsed Python blocks when ``parses`` (reused by normalisation, which edits them).
     trees: tuple[ast.Module, ...] = field(default=(), compare=False, repr=False)
 
-    @property
-    def has_code(self) -> bool:
-        """True when the reply carries code of any language."""
-        return bool(self.python.strip() or self.other_code.strip())
-
 
 def strip_think(text: str) -> str:
     """Remove ``<think>...</think>`` sections (an unterminated one runs to the end)."""

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -184,7 +183,6 @@ class Discovery:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mdns_names: dict[str, str] = {}  # mDNS instance name -> table key
         self._started = False
-        self.started_at = 0.0
 
     async def __aenter__(self) -> Discovery:
         await self.start()
@@ -198,7 +196,6 @@ class Discovery:
         if self._started:
             raise RuntimeError("Cannot start Discovery twice")
         self._started = True
-        self.started_at = time.monotonic()
         for host, port in self._static:
             self.table.upsert(Peer(node_id="", host=host, port=port, name=f"{host}:{port}", version=None), "static")
         if self._mdns:
