@@ -57,7 +57,7 @@ def _log(kind: str, req: ChatRequest, meta: dict[str, Any], stream: bool) -> Non
     )
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> Response | SSEResponse:
     state = gateway_state(request)
     req = await parse_chat(request, state.settings)
     instances = ready_instances(state)
@@ -81,6 +81,7 @@ async def chat_completions(request: Request) -> Response:
         return Response(status_code=499)  # nobody is listening; the work was cancelled
     meta = voted.metadata(time.monotonic() - started)
     picked = voted.choices(req.n)
+    total = usage(picked)
     completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -88,11 +89,11 @@ async def chat_completions(request: Request) -> Response:
         "model": state.model_id,
         "system_fingerprint": f"localswarm-{state.model_id}",
         "choices": [choice_json(a, i, with_logprobs=req.logprobs) for i, a in enumerate(picked)],
-        "usage": usage(picked),
+        "usage": total,
         "localswarm": meta,
     }
     count.voted += 1
-    state.record_tokens(completion["usage"])
+    state.record_tokens(total)
     _log("chat", req, meta, False)
     return JSONResponse(completion, headers=voted.headers(meta))
 

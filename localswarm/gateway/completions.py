@@ -65,7 +65,7 @@ async def _rounds(state: GatewayState, instances: Sequence[Instance], req: Compl
 
 
 def _text_choices(rounds: list[Round], req: CompletionRequest) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for prompt, voted in zip(req.prompts, rounds):
         prefix = prompt if req.echo and isinstance(prompt, str) else ""
         for answer in voted.choices(req.n):
@@ -93,7 +93,7 @@ def _meta(rounds: list[Round], latency: float) -> dict[str, Any]:
     return meta
 
 
-async def completions(request: Request) -> Response:
+async def completions(request: Request) -> Response | SSEResponse:
     state = gateway_state(request)
     req = await parse_completion(request, state.settings)
     instances = ready_instances(state)

@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import time
-from typing import Any, AsyncIterator
+from collections.abc import Awaitable
+from typing import Any, AsyncIterator, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -18,6 +19,8 @@ from localswarm.gateway import fanout
 from localswarm.gateway.errors import APIError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 KEEPALIVE = ": keep-alive\n\n"
 DONE = "data: [DONE]\n\n"
@@ -134,7 +137,7 @@ async def keepalive_then(task: asyncio.Future[Any], interval: float, out: list[A
         yield DONE
 
 
-async def unless_client_leaves(request: Request, work: Any) -> Any:
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
     """Await ``work`` but cancel it (and its upstream requests) if the client disconnects.
 
     Returns None when the client left.
