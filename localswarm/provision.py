@@ -7,6 +7,7 @@ this machine) or a registry id ``family:size:quant`` (e.g. ``qwen2.5-coder:7b:q4
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -72,25 +73,34 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
                 devices=devs)
 
 
-def fetch_plan(p: Any, *, progress: bool = True) -> Path:
-    """The plan's GGUF on disk: cached, or downloaded (verified) from Hugging Face."""
+def fetch_plan(p: Any, *, progress: bool = True, announce: Callable[[str], None] | None = None) -> Path:
+    """The plan's GGUF on disk: cached, or downloaded from Hugging Face and verified.
+
+    The file is checked against the size and sha256 the Hub reports for the exact revision
+    (the registry's pinned commit, else ``main`` resolved once and recorded); the registry's
+    sizes are only the planner's estimates and never refuse a download.
+    """
     from localswarm.models.download import download_model
 
     if p.embedded:
         return embedded_model_path()
     if p.local_path:
         return Path(p.local_path)
-    return download_model(p.hf_repo, p.gguf_file, expected_size=None if _estimated(p) else p.file_size,
-                          progress=progress)
+    return download_model(p.hf_repo, p.gguf_file, revision=_revision(p.model_id), progress=progress,
+                          announce=announce or (_stderr if progress else None))
 
 
-def _estimated(p: Any) -> bool:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _revision(model_id: str) -> str:
     from localswarm.models.registry import load_registry
 
     try:
-        return load_registry().resolve(p.model_id).quant.size_estimated
-    except Exception:  # noqa: BLE001 - unknown: don't enforce a size
-        return True
+        return load_registry().resolve(model_id).revision
+    except Exception:  # noqa: BLE001 - not a registry id: the branch
+        return "main"
 
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
