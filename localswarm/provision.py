@@ -6,6 +6,7 @@ this machine) or a registry id ``family:size:quant`` (e.g. ``qwen2.5-coder:7b:q4
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +34,22 @@ class ResolvedModel:
     backend: str = "llama-server"  # or "mlx" (Apple Silicon with mlx-lm installed)
     mlx_repo: str | None = None
 
+    _HANDOFF = ("model_id", "embedded", "instances", "gpu_layers", "devices", "backend", "mlx_repo")
+
+    def to_json(self) -> str:
+        """What a detached child needs to run exactly this (the parent already downloaded it)."""
+        return json.dumps({"path": str(self.path), **{k: getattr(self, k) for k in self._HANDOFF}})
+
+    @classmethod
+    def from_json(cls, text: str) -> ResolvedModel:
+        data = json.loads(text)
+        return cls(path=Path(data.pop("path")), **{k: data[k] for k in cls._HANDOFF})
+
+
+#: The parent of ``up --detach`` resolves (and downloads) in the foreground and hands the
+#: result to the child through this variable, so the child neither plans again nor downloads.
+RESOLVED_ENV = "LOCALSWARM_RESOLVED_MODEL"
+
 
 def _embedded(instances: int | None, note: str | None = None) -> ResolvedModel:
     return ResolvedModel(
@@ -48,15 +65,18 @@ def locate_cached(ref: Any) -> Path | None:
     if getattr(ref, "embedded", False):
         return embedded_model_path()
     try:
-        return cached_model_path(ref.hf_repo, ref.file)
+        return cached_model_path(ref.hf_repo, ref.file, revision=getattr(ref, "revision", "main"))
     except Exception:  # noqa: BLE001 - a damaged cache only means "not local"
         return None
 
 
 def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
               interactive: bool = False, chooser: Callable[..., Any] | None = None,
-              devices: list[str] | None = None) -> Any:
-    """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware."""
+              devices: list[str] | None = None, offline: bool = False) -> Any:
+    """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware.
+
+    ``offline``: only models already in the cache (and the embedded one) are considered.
+    """
     from localswarm.hardware import detect
     from localswarm.models.planner import plan
     from localswarm.models.registry import load_registry
@@ -70,7 +90,7 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
     return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=locate_cached,
-                devices=devs)
+                devices=devs, offline=offline)
 
 
 def fetch_plan(p: Any, *, progress: bool = True, announce: Callable[[str], None] | None = None) -> Path:
@@ -108,8 +128,9 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
                   ) -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
-    Offline (or when the hub refuses), falls back to the embedded model with a clear note
-    instead of failing: the swarm still starts.
+    With ``auto``, when the planned model can be neither found in the cache nor downloaded,
+    the order is: the best cached registry model that fits this machine, then the embedded
+    model; each step adds a note saying why. A model named explicitly is never swapped.
     """
     spec = (spec or "auto").strip()
     if spec == "embedded" and not interactive:
@@ -123,9 +144,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
     p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
     notes = [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]
     if p.embedded:
-        r = _embedded(instances or p.instances)
-        r.notes, r.plan = notes, p
-        return r
+        return _from_plan(p, embedded_model_path(), notes)
     from localswarm.backends import mlx
 
     if mlx.prefer_mlx(p.model_id):  # mlx_lm.server fetches its own (MLX-format) weights
@@ -133,13 +152,41 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         return ResolvedModel(path=Path(repo), model_id=p.model_id, embedded=False, instances=p.instances,
                              notes=[*notes, f"backend: mlx_lm.server with {repo}"], plan=p,
                              backend="mlx", mlx_repo=repo)
+    cached = locate_cached(_ref(p.model_id))
     try:
         path = fetch_plan(p, progress=progress)
     except DownloadError as exc:
-        if spec != "auto":
+        if spec != "auto" or interactive:
             raise  # the user asked for this model by name: say why it cannot be had
-        return _embedded(instances, f"offline or download refused: falling back to the embedded model ({exc})")
+        return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes)
+    notes.append(f"model: {p.model_id} {'cached' if cached else 'downloaded'} ({path})")
+    return _from_plan(p, path, notes)
+
+
+def _ref(model_id: str) -> Any:
+    from localswarm.models.registry import load_registry
+
+    return load_registry().resolve(model_id)
+
+
+def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
+    """The plan's placement, whatever the route: every instance's device and GPU offload."""
     devices = p.devices()
     on_gpu = any(d != "cpu" for d in devices)
-    return ResolvedModel(path=path, model_id=p.model_id, embedded=False, instances=p.instances,
+    return ResolvedModel(path=path, model_id=p.model_id, embedded=p.embedded, instances=p.instances,
                          gpu_layers="999" if on_gpu else None, devices=devices, notes=notes, plan=p)
+
+
+def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,
+              devices: list[str] | None, notes: list[str]) -> ResolvedModel:
+    """Planned model unavailable: the best cached model that fits, else the embedded one."""
+    notes = [*notes, f"{planned.model_id} is not cached and cannot be downloaded: {exc}"]
+    p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True)
+    if p.embedded:
+        notes.append("no cached registry model fits this machine: falling back to the embedded model "
+                     f"({p.model_id})")
+        return _from_plan(p, embedded_model_path(), notes)
+    path = locate_cached(_ref(p.model_id))
+    assert path is not None  # offline planning only picks cached models
+    notes.append(f"falling back to {p.model_id}, the best cached model that fits this machine ({path})")
+    return _from_plan(p, path, notes)

@@ -23,7 +23,7 @@ from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
 from localswarm.logs import rotate_if_needed
-from localswarm.provision import ResolvedModel, resolve_model
+from localswarm.provision import RESOLVED_ENV, ResolvedModel, resolve_model
 from localswarm.supervisor import proc
 from localswarm.supervisor.supervisor import Supervisor
 
@@ -84,7 +84,14 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
 
 
 def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
-    """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`)."""
+    """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`).
+
+    A detached child gets its parent's result (:data:`RESOLVED_ENV`) instead: the parent
+    downloaded in the foreground, with progress, and the child only serves.
+    """
+    handed = os.environ.pop(RESOLVED_ENV, None)
+    if handed:
+        return ResolvedModel.from_json(handed)
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
                          parallel=settings.parallel, interactive=interactive, devices=settings.device)
 
@@ -190,8 +197,14 @@ def _live_swarm(data: dict[str, Any] | None) -> int | None:
 
 
 def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
-           env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
+           env: dict[str, str] | None = None, model: ResolvedModel | None = None) -> dict[str, Any]:
+    """Start ``localswarm up`` (argv without --detach) in the background; wait until ready.
+
+    ``model``, resolved (and downloaded) by the caller in the foreground, is handed to the
+    child, so the wait below only covers starting the instances (``start_timeout``).
+    """
+    if model is not None:
+        env = {**(env or {}), RESOLVED_ENV: model.to_json()}
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rotate_if_needed(log_path)  # issue 7: gateway.log.1 .. .3, 10 MiB each
