@@ -52,9 +52,10 @@ RESOLVED_ENV = "LOCALSWARM_RESOLVED_MODEL"
 
 
 def _embedded(instances: int | None, note: str | None = None) -> ResolvedModel:
+    """``--model embedded``: the 135M model on the CPU, no planner (it fits anywhere)."""
     return ResolvedModel(
         path=embedded_model_path(), model_id=EMBEDDED_MODEL_ID, embedded=True,
-        instances=instances or DEFAULT_INSTANCES, notes=[note] if note else [],
+        instances=instances or DEFAULT_INSTANCES, gpu_layers="0", notes=[note] if note else [],
     )
 
 
@@ -139,8 +140,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"model file not found: {path}")
-        return ResolvedModel(path=path.resolve(), model_id=path.stem.lower(), embedded=False,
-                             instances=instances or DEFAULT_INSTANCES)
+        return _explicit_file(path.absolute(), instances=instances, ctx=ctx, parallel=parallel, devices=devices)
     p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
     notes = [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]
     if p.embedded:
@@ -163,6 +163,32 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
     return _from_plan(p, path, notes)
 
 
+def _explicit_file(path: Path, *, instances: int | None, ctx: int, parallel: int,
+                   devices: list[str] | None) -> ResolvedModel:
+    """A ``.gguf`` given by path gets the placement the planner computes from its own header."""
+    from localswarm.hardware import detect
+    from localswarm.models.planner import PlanError, plan
+    from localswarm.models.registry import load_registry
+
+    registry = load_registry()
+    # A registry model's file keeps its registry entry (architecture, size); any other file is
+    # planned through a stand-in entry whose estimate then comes from the file's own header.
+    stand_in = next((r for r in registry.refs() if r.file.lower() == path.name.lower()), registry.embedded())
+    devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    try:
+        p = plan(detect(), registry, model=stand_in.id, instances=instances, ctx=ctx,
+                 parallel=parallel, devices=devs, locate=lambda ref: path)
+    except PlanError as exc:
+        return ResolvedModel(path=path, model_id=path.stem.lower(), embedded=False,
+                             instances=instances or DEFAULT_INSTANCES, gpu_layers="0",
+                             notes=[f"{path.name}: {exc}; running on the CPU"])
+    r = _from_plan(p, path, [f"plan for {path.name}: {p.instances} instance(s) of "
+                             f"{p.per_instance_memory / 2**30:.1f} GiB (from its GGUF header) on "
+                             f"{', '.join(sorted(set(p.devices())))}"])
+    r.model_id, r.embedded = path.stem.lower(), False
+    return r
+
+
 def _ref(model_id: str) -> Any:
     from localswarm.models.registry import load_registry
 
@@ -174,7 +200,7 @@ def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
     devices = p.devices()
     on_gpu = any(d != "cpu" for d in devices)
     return ResolvedModel(path=path, model_id=p.model_id, embedded=p.embedded, instances=p.instances,
-                         gpu_layers="999" if on_gpu else None, devices=devices, notes=notes, plan=p)
+                         gpu_layers="999" if on_gpu else "0", devices=devices, notes=notes, plan=p)
 
 
 def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,

@@ -16,45 +16,16 @@ import httpx
 import uvicorn
 
 from localswarm import paths, statefile
-from localswarm.backends.base import Backend
-from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
-from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.launch import build_backend, device_args
 from localswarm.logs import rotate_if_needed
 from localswarm.provision import RESOLVED_ENV, ResolvedModel, resolve_model
 from localswarm.supervisor import proc
 from localswarm.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger("localswarm")
-
-
-def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
-    if model.backend == "mlx":
-        return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
-    return LlamaServerBackend(
-        binary=find_llama_server(settings.llama_server, allow_download=True),
-        model_path=model.path,
-        model_id=model.model_id,
-        ctx_size=settings.ctx_size,
-        parallel=settings.parallel,
-        gpu_layers=model.gpu_layers,
-        extra_args=tuple(settings.extra_args),
-        embeddings=settings.embeddings,
-        pooling=settings.pooling,
-    )
-
-
-def device_args(devices: list[str]) -> list[list[str]]:
-    """Per-instance llama-server flags that pin an instance to one GPU (``gpuN``)."""
-    out = []
-    for dev in devices:
-        if dev.startswith("gpu") and dev[3:].isdigit():
-            out.append(["--split-mode", "none", "--main-gpu", dev[3:]])
-        else:
-            out.append([])
-    return out
 
 
 def _check_port(host: str, port: int) -> None:

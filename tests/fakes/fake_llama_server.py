@@ -11,6 +11,7 @@ its behaviour from the environment:
   "word_delay": seconds between streamed words, "die_after": exit after N streamed words}``.
 - ``FAKE_LOAD_DELAY``: seconds of answering 503 "Loading model" before ready.
 - ``FAKE_DELAY``: seconds to wait before answering a completion.
+- ``FAKE_ARGV_LOG``: a file each start appends its argv to (one JSON list per line).
 
 It serves ``/v1/chat/completions`` and ``/v1/completions`` (streamed or not, with
 ``logprobs`` as llama-server shapes them: one entry per word here), ``/v1/embeddings``
@@ -39,6 +40,10 @@ parser.add_argument("-c", "--ctx-size", type=int, default=4096)
 parser.add_argument("-np", "--parallel", type=int, default=1)
 parser.add_argument("--embeddings", action="store_true")
 args, _ = parser.parse_known_args()
+
+if os.environ.get("FAKE_ARGV_LOG"):
+    with open(os.environ["FAKE_ARGV_LOG"], "a") as _log:
+        _log.write(json.dumps(sys.argv) + "\n")
 
 API_KEY = os.environ.get("LLAMA_API_KEY", "")
 STARTED = time.monotonic()
