@@ -126,7 +126,7 @@ def _revision(model_id: str) -> str:
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
                   interactive: bool = False, progress: bool = True, devices: list[str] | None = None,
-                  ) -> ResolvedModel:
+                  backend: str = "auto") -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
     With ``auto``, when the planned model can be neither found in the cache nor downloaded,
@@ -147,11 +147,15 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         return _from_plan(p, embedded_model_path(), notes)
     from localswarm.backends import mlx
 
-    if mlx.prefer_mlx(p.model_id):  # mlx_lm.server fetches its own (MLX-format) weights
+    if mlx.prefer_mlx(p.model_id, backend):  # MLX-format weights, fetched once for every instance
         repo = mlx.mlx_repo_for(p.model_id)
-        return ResolvedModel(path=Path(repo), model_id=p.model_id, embedded=False, instances=p.instances,
-                             notes=[*notes, f"backend: mlx_lm.server with {repo}"], plan=p,
-                             backend="mlx", mlx_repo=repo)
+        assert repo is not None
+        if progress:
+            _stderr(f"fetching the MLX weights {repo} (once, for every instance)")
+        folder = mlx.prefetch(repo, progress=progress)
+        return ResolvedModel(path=Path(folder), model_id=p.model_id, embedded=False, instances=p.instances,
+                             notes=[*notes, f"backend: mlx_lm.server with {repo} ({folder})"], plan=p,
+                             backend="mlx", mlx_repo=folder)
     cached = locate_cached(_ref(p.model_id))
     try:
         path = fetch_plan(p, progress=progress)

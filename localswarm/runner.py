@@ -28,6 +28,18 @@ from localswarm.supervisor.supervisor import Supervisor
 logger = logging.getLogger("localswarm")
 
 
+def _timing(settings: Settings, model: ResolvedModel) -> Any:
+    """The supervisor's timing; an MLX instance may take a whole weights load to get ready."""
+    import dataclasses
+
+    from localswarm.backends.mlx import LOAD_TIMEOUT
+
+    timing = timing_from(settings)
+    if model.backend == "mlx":
+        timing = dataclasses.replace(timing, start_timeout=max(timing.start_timeout, LOAD_TIMEOUT))
+    return timing
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
@@ -64,7 +76,8 @@ def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
     if handed:
         return ResolvedModel.from_json(handed)
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
-                         parallel=settings.parallel, interactive=interactive, devices=settings.device)
+                         parallel=settings.parallel, interactive=interactive, devices=settings.device,
+                         backend=settings.backend)
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
@@ -86,7 +99,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         backend,
         instances=instances,
         log_dir=paths.state_dir() / "logs",
-        timing=timing_from(settings),
+        timing=_timing(settings, model),
         threads=settings.threads,
         instance_args=device_args(model.devices) if model.devices else None,
     )
@@ -188,7 +201,8 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + (timeout or settings.start_timeout + 30)
+    start = _timing(settings, model).start_timeout if model is not None else settings.start_timeout
+    deadline = time.monotonic() + (timeout or start + 30)
     url = f"http://{gateway_host(settings.host)}:{settings.port}/health"
     while time.monotonic() < deadline:
         if child.poll() is not None:

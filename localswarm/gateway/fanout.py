@@ -138,7 +138,9 @@ def streamed_body(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
 
     The served id because mlx_lm.server would try to load any other name it is sent.
     """
-    return {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
+    # The name the server serves under: llama-server's alias, mlx_lm.server's "default_model".
+    served = getattr(inst.backend, "upstream_model", None) or inst.backend.model_id
+    return {**body, "model": served, "stream": True, "stream_options": {"include_usage": True}}
 
 
 async def send_with_retry(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

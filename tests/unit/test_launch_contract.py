@@ -124,6 +124,8 @@ def test_mlx_route_keeps_the_plan(machine: str, tmp_path: Path, monkeypatch: pyt
     settings, _ = _setup(machine, tmp_path, monkeypatch)
     monkeypatch.setattr(mlx, "mlx_available", lambda: True)
     monkeypatch.setattr(mlx, "is_apple_silicon", lambda: True)
+    fetched: list[str] = []
+    monkeypatch.setattr(mlx, "prefetch", lambda repo, **kw: fetched.append(repo) or str(tmp_path / "weights"))
     auto = provision.resolve_model("auto", ctx=4096, parallel=2, progress=False)
     if mlx.mlx_repo_for(auto.model_id) is None:
         pytest.skip(f"no MLX build of {auto.model_id}")
@@ -131,8 +133,9 @@ def test_mlx_route_keeps_the_plan(machine: str, tmp_path: Path, monkeypatch: pyt
     argvs = launch.instance_argvs(settings, auto, port=8080)
     plan = provision.make_plan("auto", instances=None, ctx=4096, parallel=2)
     assert len(argvs) == plan.instances
-    assert argvs[0][1:] == ["-m", "mlx_lm.server", "--model", mlx.mlx_repo_for(auto.model_id), "--host", "127.0.0.1",
-                            "--port", "8080", "--max-tokens", "4096"]
+    assert fetched == [mlx.mlx_repo_for(auto.model_id)]  # weights fetched once, before any instance
+    assert all(a[1:] == ["-m", "mlx_lm.server", "--model", str(tmp_path / "weights"), "--host", "127.0.0.1",
+                         "--port", "8080", "--max-tokens", "4096"] for a in argvs)
 
 
 def test_the_supervisor_starts_exactly_the_contract_fake_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
