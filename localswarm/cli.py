@@ -115,6 +115,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
     _setup_logging(settings.log_level, settings.log_format)
     try:
         model = None
+        if not download_only:
+            runner.preflight(settings)  # a busy port or a running swarm: say so before downloading
         if interactive or download_only or detach:
             # In the foreground: the plan, the download with its progress, then (detached) serving.
             model = runner.resolve(settings, interactive=interactive)

@@ -40,6 +40,15 @@ def _timing(settings: Settings, model: ResolvedModel) -> Any:
     return timing
 
 
+def preflight(settings: Settings) -> None:
+    """Refuse early (before any download) what would stop the swarm from starting."""
+    running = _live_swarm(statefile.read())
+    if running:  # one state file per state dir: a second swarm would hide the first from `down`
+        raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
+                          "or give this one its own LOCALSWARM_STATE_DIR")
+    _check_port(settings.host, settings.port)
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
@@ -85,11 +94,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
-    running = _live_swarm(statefile.read())
-    if running:  # one state file per state dir: a second swarm would hide the first from `down`
-        raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
-                          "or give this one its own LOCALSWARM_STATE_DIR")
-    _check_port(settings.host, settings.port)
+    preflight(settings)
     model = model or resolve(settings)
     for note in model.notes:
         logger.info("%s", note)

@@ -403,7 +403,7 @@ def _fetch_one(root: Path, f: RemoteFile, *, base: str, token: str | bool | None
     label = f"{f.repo_id}/{f.filename}@{f.commit[:8]}"
     result = _hub_call(lambda: with_retries(lambda: huggingface_hub.hf_hub_download(
         f.repo_id, f.filename, revision=f.commit, cache_dir=str(root), endpoint=base, token=token,
-        tqdm_class=None if progress else _silent_tqdm_class(),
+        tqdm_class=_progress_tqdm_class() if progress else _silent_tqdm_class(),
     ), f"downloading {label}"), f.repo_id, f.filename, f.commit, base)
     path = Path(result)
     _verify_fresh(path, f.size, "the Hub's size", label)
@@ -539,6 +539,22 @@ def _not_found_errors(hf_errors: object) -> tuple[type[BaseException], ...]:
     found = [getattr(hf_errors, n) for n in names if hasattr(hf_errors, n)]
     # EntryNotFoundError is also the base of LocalEntryNotFoundError, handled before this.
     return tuple(found)
+
+
+def _progress_tqdm_class() -> type:
+    """huggingface_hub's bar, also drawn when stderr is not a terminal (a log, a pipe, ``--detach``
+    under a supervisor): then in ASCII, at most every 2 s. ``HF_HUB_DISABLE_PROGRESS_BARS`` still wins."""
+    import sys
+
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class ProgressTqdm(hf_tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if not sys.stderr.isatty() and kwargs.get("disable") is None:
+                kwargs.update(disable=False, ascii=True, mininterval=2.0, ncols=100)
+            super().__init__(*args, **kwargs)
+
+    return ProgressTqdm
 
 
 def _silent_tqdm_class() -> type:
