@@ -119,9 +119,7 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
             runner.preflight(settings)  # a busy port or a running swarm: say so before downloading
         if interactive or download_only or detach:
             # In the foreground: the plan, the download with its progress, then (detached) serving.
-            model = runner.resolve(settings, interactive=interactive)
-            for note in model.notes:
-                click.echo(note, err=True)
+            model = runner.resolve(settings, interactive=interactive, say=lambda note: click.echo(note, err=True))
             if download_only:
                 backend = runner.build_backend(settings, model)
                 server = getattr(backend, "binary", None) or backend.name

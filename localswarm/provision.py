@@ -126,13 +126,35 @@ def _revision(model_id: str) -> str:
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
                   interactive: bool = False, progress: bool = True, devices: list[str] | None = None,
-                  backend: str = "auto") -> ResolvedModel:
+                  backend: str = "auto", say: Callable[[str], None] | None = None) -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
     With ``auto``, when the planned model can be neither found in the cache nor downloaded,
     the order is: the best cached registry model that fits this machine, then the embedded
     model; each step adds a note saying why. A model named explicitly is never swapped.
+    ``say`` receives each note as soon as it is known (the plan before the download).
     """
+    r = _resolve(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive,
+                 progress=progress, devices=devices, backend=backend, say=say)
+    return r
+
+
+class _Notes(list):  # type: ignore[type-arg]
+    """Notes that are also said as they are added."""
+
+    def __init__(self, say: Callable[[str], None] | None) -> None:
+        super().__init__()
+        self.say = say
+
+    def append(self, note: str) -> None:  # type: ignore[override]
+        super().append(note)
+        if self.say:
+            self.say(note)
+
+
+def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int, interactive: bool,
+             progress: bool, devices: list[str] | None, backend: str,
+             say: Callable[[str], None] | None) -> ResolvedModel:
     spec = (spec or "auto").strip()
     if spec == "embedded" and not interactive:
         return _embedded(instances)
@@ -140,11 +162,16 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"model file not found: {path}")
-        return _explicit_file(path.absolute(), instances=instances, ctx=ctx, parallel=parallel, devices=devices)
+        r = _explicit_file(path.absolute(), instances=instances, ctx=ctx, parallel=parallel, devices=devices)
+        for note in r.notes if say else ():
+            say(note)
+        return r
     p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
-    notes = [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]
+    notes = _Notes(say)
+    for line in [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]:
+        notes.append(line)
     if p.embedded:
-        return _from_plan(p, embedded_model_path(), notes)
+        return _from_plan(p, embedded_model_path(), list(notes))
     from localswarm.backends import mlx
 
     if mlx.prefer_mlx(p.model_id, backend):  # MLX-format weights, fetched once for every instance
@@ -153,9 +180,9 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
         if progress:
             _stderr(f"fetching the MLX weights {repo} (once, for every instance)")
         folder = mlx.prefetch(repo, progress=progress)
+        notes.append(f"backend: mlx_lm.server with {repo} ({folder})")
         return ResolvedModel(path=Path(folder), model_id=p.model_id, embedded=False, instances=p.instances,
-                             notes=[*notes, f"backend: mlx_lm.server with {repo} ({folder})"], plan=p,
-                             backend="mlx", mlx_repo=folder)
+                             notes=list(notes), plan=p, backend="mlx", mlx_repo=folder)
     cached = locate_cached(_ref(p.model_id))
     try:
         path = fetch_plan(p, progress=progress)
@@ -164,7 +191,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
             raise  # the user asked for this model by name: say why it cannot be had
         return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes)
     notes.append(f"model: {p.model_id} {'cached' if cached else 'downloaded'} ({path})")
-    return _from_plan(p, path, notes)
+    return _from_plan(p, path, list(notes))
 
 
 def _explicit_file(path: Path, *, instances: int | None, ctx: int, parallel: int,
@@ -210,13 +237,13 @@ def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
 def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,
               devices: list[str] | None, notes: list[str]) -> ResolvedModel:
     """Planned model unavailable: the best cached model that fits, else the embedded one."""
-    notes = [*notes, f"{planned.model_id} is not cached and cannot be downloaded: {exc}"]
+    notes.append(f"{planned.model_id} is not cached and cannot be downloaded: {exc}")
     p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True)
     if p.embedded:
         notes.append("no cached registry model fits this machine: falling back to the embedded model "
                      f"({p.model_id})")
-        return _from_plan(p, embedded_model_path(), notes)
+        return _from_plan(p, embedded_model_path(), list(notes))
     path = locate_cached(_ref(p.model_id))
     assert path is not None  # offline planning only picks cached models
     notes.append(f"falling back to {p.model_id}, the best cached model that fits this machine ({path})")
-    return _from_plan(p, path, notes)
+    return _from_plan(p, path, list(notes))

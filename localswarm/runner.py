@@ -75,7 +75,8 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
     )
 
 
-def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
+def resolve(settings: Settings, *, interactive: bool = False,
+            say: Callable[[str], None] | None = None) -> ResolvedModel:
     """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`).
 
     A detached child gets its parent's result (:data:`RESOLVED_ENV`) instead: the parent
@@ -86,7 +87,7 @@ def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
         return ResolvedModel.from_json(handed)
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
                          parallel=settings.parallel, interactive=interactive, devices=settings.device,
-                         backend=settings.backend)
+                         backend=settings.backend, say=say)
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
@@ -95,9 +96,8 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
     preflight(settings)
-    model = model or resolve(settings)
-    for note in model.notes:
-        logger.info("%s", note)
+    if model is None:  # the plan is logged as it is made, before any download
+        model = resolve(settings, say=lambda note: logger.info("%s", note))
     backend = build_backend(settings, model)
     instances = settings.instances or model.instances
     supervisor = Supervisor(

@@ -419,7 +419,7 @@ def _fetch_one(root: Path, f: RemoteFile, *, base: str, token: str | bool | None
                 f"checksum mismatch for {label}: sha256 {got} does not match {source} {want}. "
                 "The file was removed; retry the download (a proxy or mirror may be serving bad data).")
     _write_record(root, f)
-    log.info("downloaded %s -> %s", label, path)
+    log.debug("downloaded %s -> %s", label, path)
     return path
 
 

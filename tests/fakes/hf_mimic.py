@@ -12,7 +12,8 @@ measured against both clients) — the checklist of its §6:
     ``X-Repo-Commit``, ``X-Linked-Etag: "<sha256>"``, ``X-Linked-Size``, ``ETag: "<pointer git sha1>"``
     and the redirect body's own ``Content-Length`` (as the real Hub does; huggingface_hub ≥1.30 stops
     its HEAD at a foreign host and reads the metadata off the 302, older ones take the headers too).
-* CDN ``HEAD|GET /cdn/<sha256>``: 200 with the body and ``ETag: "<sha256>"``, ``Range: bytes=N-[M]``
+* CDN ``HEAD|GET /cdn/<sha256>``: 200 with the body, ``ETag: "<sha256>"`` and the real CDN's
+  ``Content-Disposition: inline; filename*=UTF-8''<name>; filename="<name>";``, ``Range: bytes=N-[M]``
   → 206 + ``Content-Range``; none of the ``X-Repo-Commit`` / ``X-Linked-*`` headers (hf-hub PR #212).
 * ``GET /api/models/{repo}[/revision/{rev}]``: ``{id, sha, siblings[{rfilename}]}``; with
   ``?blobs=true`` (any case) each sibling adds ``size``, ``blobId`` and for LFS files
@@ -317,7 +318,11 @@ class _Handler(BaseHTTPRequestHandler):
             if hub_file is None:
                 self._plain(404, b"NoSuchKey")
             elif not self._injected("cdn"):
-                self._body(hub_file, head=head, headers={"ETag": f'"{hub_file.sha256}"'})
+                # The real CDN names the file (huggingface_hub's progress bar reads it from here).
+                name = hub_file.name.rsplit("/", 1)[-1]
+                self._body(hub_file, head=head, headers={
+                    "ETag": f'"{hub_file.sha256}"',
+                    "Content-Disposition": f"inline; filename*=UTF-8''{name}; filename=\"{name}\";"})
             return
         m = _RESOLVE_RE.match(path)
         if m:
