@@ -23,7 +23,8 @@ Endpoint: ``huggingface_hub`` reads ``HF_ENDPOINT`` once at import time; this mo
 at call time and passes it as ``endpoint=``, so a mirror (or a test mimic) set later works.
 
 Offline (``offline=True``, ``HF_HUB_OFFLINE=1``, or the endpoint unreachable): the cached
-copy is used; if there is none, :class:`NetworkUnavailable` explains what to do.
+copy is used; if there is none, :class:`NetworkUnavailable` explains what to do. Which model to
+fall back to is :mod:`localswarm.provision`'s decision (planned cached → best cached → embedded).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from localswarm import paths
@@ -567,111 +568,3 @@ def _silent_tqdm_class() -> type:
             super().__init__(*args, **kwargs)
 
     return SilentTqdm
-
-
-# ---------------------------------------------------------------------------------------
-# Fallback
-
-
-@dataclass(frozen=True)
-class ModelCandidate:
-    """A model the swarm would like to run, in order of preference."""
-
-    repo_id: str
-    filename: str
-    revision: str = "main"
-    label: str | None = None
-
-    @property
-    def name(self) -> str:
-        """Display name (``label`` or the file name)."""
-        return self.label or self.filename
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Which model file to run and why; ``message`` is ready for the CLI to print."""
-
-    path: Path
-    source: Literal["downloaded", "cached", "embedded"]
-    name: str
-    candidate: ModelCandidate | None
-    message: str
-
-
-def resolve_with_fallback(
-    candidates: Iterable[ModelCandidate],
-    embedded_path: str | os.PathLike[str] | None,
-    *,
-    embedded_name: str = "SmolLM2",
-    reason: str = "offline",
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> ResolvedModel:
-    """Return the first cached candidate, else the embedded model; never touches the network.
-
-    ``message`` reads e.g. ``"offline: falling back to cached qwen2.5-coder-1.5b"`` or
-    ``"offline: falling back to embedded SmolLM2"`` and is also logged at WARNING.
-
-    Raises:
-        ModelNotFound: nothing cached and no embedded model file.
-    """
-    for cand in candidates:
-        path = cached_model_path(cand.repo_id, cand.filename, revision=cand.revision, cache_dir=cache_dir)
-        if path is not None:
-            msg = f"{reason}: falling back to cached {cand.name}"
-            log.warning("%s (%s)", msg, path)
-            return ResolvedModel(path=path, source="cached", name=cand.name, candidate=cand, message=msg)
-    if embedded_path is not None and Path(embedded_path).is_file():
-        msg = f"{reason}: falling back to embedded {embedded_name}"
-        log.warning("%s (%s)", msg, embedded_path)
-        return ResolvedModel(
-            path=Path(embedded_path), source="embedded", name=embedded_name, candidate=None, message=msg
-        )
-    raise ModelNotFound(
-        f"{reason}: no candidate model is cached in {models_cache_dir(cache_dir)} and the embedded "
-        f"{embedded_name} model is missing. Connect to the internet and run `localswarm pull`, "
-        "or pass a local GGUF file with --model PATH."
-    )
-
-
-def fetch_or_fallback(
-    candidates: Sequence[ModelCandidate],
-    embedded_path: str | os.PathLike[str] | None,
-    *,
-    embedded_name: str = "SmolLM2",
-    cache_dir: str | os.PathLike[str] | None = None,
-    offline: bool | None = None,
-    progress: bool = True,
-) -> ResolvedModel:
-    """Download the first candidate; if that fails for lack of network, fall back.
-
-    Other failures (model not found, checksum mismatch) fall back too, with the reason in
-    ``message``; the preferred candidate is always ``candidates[0]``.
-    """
-    if not candidates:
-        return resolve_with_fallback([], embedded_path, embedded_name=embedded_name, cache_dir=cache_dir)
-    first = candidates[0]
-    before = cached_model_path(first.repo_id, first.filename, revision=first.revision, cache_dir=cache_dir)
-    try:
-        path = download_model(
-            first.repo_id,
-            first.filename,
-            revision=first.revision,
-            cache_dir=cache_dir,
-            offline=offline,
-            progress=progress,
-        )
-    except (DownloadError, ModelNotFound) as e:
-        reason = "offline" if isinstance(e, NetworkUnavailable) else "download failed"
-        log.warning("%s: %s", reason, e)
-        return resolve_with_fallback(
-            candidates, embedded_path, embedded_name=embedded_name, reason=reason, cache_dir=cache_dir
-        )
-    source: Literal["downloaded", "cached"] = "cached" if before is not None else "downloaded"
-    return ResolvedModel(
-        path=path,
-        source=source,
-        name=first.name,
-        candidate=first,
-        message=f"using {source} {first.name} ({path})",
-    )

@@ -176,45 +176,6 @@ def test_uncached_offline_gives_clear_error(hub: HFMimic) -> None:
     assert time.monotonic() - started < 5  # no slow retry loop when nothing is cached
 
 
-def test_resolve_with_fallback_prefers_cached_then_embedded(hub: HFMimic, tmp_path: Path) -> None:
-    hub.add_file(REPO, GGUF, b"cached gguf")
-    dl.download_model(REPO, GGUF, progress=False)
-    big = dl.ModelCandidate("acme/big-coder-GGUF", "big.gguf", label="big-coder")
-    small = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
-    embedded = tmp_path / "smollm2.gguf"
-    embedded.write_bytes(b"embedded")
-
-    got = dl.resolve_with_fallback([big, small], embedded)
-    assert got.source == "cached" and got.candidate == small
-    assert got.message == "offline: falling back to cached tiny-coder"
-    assert got.path.read_bytes() == b"cached gguf"
-
-    got = dl.resolve_with_fallback([big], embedded)
-    assert got.source == "embedded" and got.path == embedded
-    assert got.message == "offline: falling back to embedded SmolLM2"
-
-    with pytest.raises(ModelNotFound, match="embedded"):
-        dl.resolve_with_fallback([big], tmp_path / "missing.gguf")
-
-
-def test_fetch_or_fallback_downloads_or_falls_back(hub: HFMimic, tmp_path: Path) -> None:
-    hub.add_file(REPO, GGUF, b"fresh")
-    embedded = tmp_path / "smollm2.gguf"
-    embedded.write_bytes(b"embedded")
-    cand = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
-
-    got = dl.fetch_or_fallback([cand], embedded, progress=False)
-    assert got.source == "downloaded" and got.path.read_bytes() == b"fresh"
-
-    other = dl.ModelCandidate("acme/other-GGUF", "other.gguf", label="other")
-    hub.stop()
-    got = dl.fetch_or_fallback([other, cand], embedded, progress=False)
-    assert got.source == "cached" and got.message == "offline: falling back to cached tiny-coder"
-
-    got = dl.fetch_or_fallback([other], embedded, progress=False)
-    assert got.source == "embedded" and "embedded SmolLM2" in got.message
-
-
 # --- the Hub as the truth, split files, retries (real-services.md §1) -------------------------------
 
 
