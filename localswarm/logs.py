@@ -114,6 +114,7 @@ def setup_logging(level: str = "info", *, fmt: str = "text", stream: TextIO | No
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub 2.x's HTTP client
     return handler
 
 

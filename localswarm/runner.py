@@ -30,34 +30,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger("localswarm")
 
 
-def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
-    from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
-    from localswarm.backends.mlx import MlxBackend
+def _timing(settings: Settings, model: ResolvedModel) -> Any:
+    """The supervisor's timing; an MLX instance may take a whole weights load to get ready."""
+    import dataclasses
 
+    from localswarm.backends.mlx import LOAD_TIMEOUT
+    from localswarm.gateway.app import timing_from
+
+    timing = timing_from(settings)
     if model.backend == "mlx":
-        return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
-    return LlamaServerBackend(
-        binary=find_llama_server(settings.llama_server, allow_download=True),
-        model_path=model.path,
-        model_id=model.model_id,
-        ctx_size=settings.ctx_size,
-        parallel=settings.parallel,
-        gpu_layers=model.gpu_layers,
-        extra_args=tuple(settings.extra_args),
-        embeddings=settings.embeddings,
-        pooling=settings.pooling,
-    )
+        timing = dataclasses.replace(timing, start_timeout=max(timing.start_timeout, LOAD_TIMEOUT))
+    return timing
 
 
-def device_args(devices: list[str]) -> list[list[str]]:
-    """Per-instance llama-server flags that pin an instance to one GPU (``gpuN``)."""
-    out = []
-    for dev in devices:
-        if dev.startswith("gpu") and dev[3:].isdigit():
-            out.append(["--split-mode", "none", "--main-gpu", dev[3:]])
-        else:
-            out.append([])
-    return out
+def preflight(settings: Settings) -> None:
+    """Refuse early (before any download) what would stop the swarm from starting."""
+    running = _live_swarm(statefile.read())
+    if running:  # one state file per state dir: a second swarm would hide the first from `down`
+        raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
+                          "or give this one its own LOCALSWARM_STATE_DIR")
+    _check_port(settings.host, settings.port)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -86,12 +78,21 @@ def summary(settings: Settings, model_id: str, instances: int, pid: int) -> str:
     )
 
 
-def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
-    """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`)."""
-    from localswarm.provision import resolve_model
+def resolve(settings: Settings, *, interactive: bool = False,
+            say: Callable[[str], None] | None = None) -> ResolvedModel:
+    """Plan and fetch the model named by ``settings.model`` (see :mod:`localswarm.provision`).
 
+    A detached child gets its parent's result (:data:`RESOLVED_ENV`) instead: the parent
+    downloaded in the foreground, with progress, and the child only serves.
+    """
+    from localswarm.provision import RESOLVED_ENV, ResolvedModel, resolve_model
+
+    handed = os.environ.pop(RESOLVED_ENV, None)
+    if handed:
+        return ResolvedModel.from_json(handed)
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
-                         parallel=settings.parallel, interactive=interactive, devices=settings.device)
+                         parallel=settings.parallel, interactive=interactive, devices=settings.device,
+                         backend=settings.backend, say=say)
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
@@ -99,26 +100,22 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
     import uvicorn
 
-    from localswarm.gateway.app import create_app, timing_from
+    from localswarm.gateway.app import create_app
+    from localswarm.launch import build_backend, device_args
     from localswarm.supervisor.supervisor import Supervisor
 
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
-    running = _live_swarm(statefile.read())
-    if running:  # one state file per state dir: a second swarm would hide the first from `down`
-        raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
-                          "or give this one its own LOCALSWARM_STATE_DIR")
-    _check_port(settings.host, settings.port)
-    model = model or resolve(settings)
-    for note in model.notes:
-        logger.info("%s", note)
+    preflight(settings)
+    if model is None:  # the plan is logged as it is made, before any download
+        model = resolve(settings, say=lambda note: logger.info("%s", note))
     backend = build_backend(settings, model)
     instances = settings.instances or model.instances
     supervisor = Supervisor(
         backend,
         instances=instances,
         log_dir=paths.state_dir() / "logs",
-        timing=timing_from(settings),
+        timing=_timing(settings, model),
         threads=settings.threads,
         instance_args=device_args(model.devices) if model.devices else None,
     )
@@ -167,7 +164,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
             if mcp:  # `up --mcp`: MCP on stdio beside HTTP, one loop, one supervisor (issue 7)
                 from localswarm.mcp_server import serve_with_mcp
 
-                await serve_with_mcp(server, f"http://{gateway_host(settings.host)}:{settings.port}")
+                await serve_with_mcp(server, f"http://{client_host(settings.host)}:{settings.port}")
             else:
                 await server.serve()
         finally:
@@ -199,8 +196,16 @@ def _live_swarm(data: dict[str, Any] | None) -> int | None:
 
 
 def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
-           env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
+           env: dict[str, str] | None = None, model: ResolvedModel | None = None) -> dict[str, Any]:
+    """Start ``localswarm up`` (argv without --detach) in the background; wait until ready.
+
+    ``model``, resolved (and downloaded) by the caller in the foreground, is handed to the
+    child, so the wait below only covers starting the instances (``start_timeout``).
+    """
+    if model is not None:
+        from localswarm.provision import RESOLVED_ENV
+
+        env = {**(env or {}), RESOLVED_ENV: model.to_json()}
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rotate_if_needed(log_path)  # issue 7: gateway.log.1 .. .3, 10 MiB each
@@ -213,8 +218,9 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + (timeout or settings.start_timeout + 30)
-    url = f"http://{gateway_host(settings.host)}:{settings.port}/health"
+    start = _timing(settings, model).start_timeout if model is not None else settings.start_timeout
+    deadline = time.monotonic() + (timeout or start + 30)
+    url = f"http://{client_host(settings.host)}:{settings.port}/health"
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]

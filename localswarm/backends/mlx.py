@@ -6,9 +6,15 @@ Differences from llama-server that the supervisor and gateway must respect:
   with a real request (``/v1/models`` and a one-token completion); the periodic health
   check while READY only lists models (it never generates text);
 - it has no API key: instances listen on loopback only, and the gateway is the one door;
-- a request whose ``model`` differs from the served id makes it load that model, so the
-  gateway always sends the served id (``fanout`` does);
+- a request's ``model`` other than ``"default_model"`` (its name for ``--model``) makes it load
+  that model — a Hub download, one model resident at a time — so the gateway sends
+  :attr:`MlxBackend.upstream_model` (``"default_model"``) and never the plan's id;
+- it answers HTTP at once and queues requests while its weights load: the weights are
+  prefetched once (:func:`prefetch`) before any instance starts, and the readiness probe
+  (a one-token request) is given the time a load takes;
 - errors are ``{"error": "<string>"}`` (handled by ``fanout.upstream_error``).
+
+Facts: mlx-lm 0.32.2 ``mlx_lm/server.py`` (real-services.md §3).
 """
 
 from __future__ import annotations
@@ -50,9 +56,61 @@ def mlx_repo_for(model_id: str) -> str | None:
     return MLX_REPOS.get(family_size, {}).get(bits)
 
 
-def prefer_mlx(model_id: str) -> bool:
-    """Chosen automatically on Apple Silicon when mlx-lm is installed and an MLX build exists."""
-    return is_apple_silicon() and mlx_available() and mlx_repo_for(model_id) is not None
+BACKENDS = ("auto", "llama-server", "mlx")
+#: What mlx_lm.server fetches for a model (``mlx_lm.utils`` ``_download``'s allow_patterns).
+WEIGHT_PATTERNS = ["*.json", "model*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "tiktoken.model",
+                   "*.txt", "*.jsonl", "*.jinja"]
+LOAD_TIMEOUT = 600.0  # seconds an instance may take to load weights from disk before it is "not ready"
+
+
+def prefer_mlx(model_id: str, backend: str = "auto") -> bool:
+    """Whether to serve ``model_id`` with mlx_lm.server, by the ``backend`` setting.
+
+    ``auto``: on Apple Silicon with mlx-lm installed and an MLX build of the model;
+    ``llama-server``: never; ``mlx``: always, or a clear error saying what is missing.
+    """
+    from localswarm.errors import ConfigError
+
+    if backend == "llama-server":
+        return False
+    usable = is_apple_silicon() and mlx_available()
+    if backend == "mlx":
+        if not is_apple_silicon():
+            raise ConfigError("backend 'mlx' needs Apple Silicon (macOS on arm64)")
+        if not mlx_available():
+            raise ConfigError("backend 'mlx' needs mlx-lm: pip install 'localswarm[mlx]'")
+        if mlx_repo_for(model_id) is None:
+            raise ConfigError(f"no MLX build of {model_id} is known; use backend 'llama-server'")
+        return True
+    if backend != "auto":
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return usable and mlx_repo_for(model_id) is not None
+
+
+def prefetch(repo: str, *, progress: bool = True, cache_dir: str | None = None) -> str:
+    """Download ``repo``'s MLX weights once (resumable, with progress); returns the local folder.
+
+    Instances then start with ``--model <folder>``: none of them downloads, and a request naming
+    ``default_model`` never triggers a fetch. Offline, the cached snapshot is used. The weights
+    live in localswarm's model cache, beside the GGUFs.
+    """
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    from localswarm.errors import DownloadError
+    from localswarm.models.download import hub_endpoint, is_offline, models_cache_dir, with_retries
+
+    kwargs = {"allow_patterns": WEIGHT_PATTERNS, "cache_dir": str(models_cache_dir(cache_dir))}
+    if not progress:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        if is_offline():
+            return snapshot_download(repo, local_files_only=True, **kwargs)
+        return with_retries(lambda: snapshot_download(repo, endpoint=hub_endpoint(), **kwargs),
+                            f"downloading {repo}")
+    except Exception as exc:  # noqa: BLE001 - the library's many errors, one clear message
+        raise DownloadError(f"cannot fetch the MLX weights {repo}: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(kw_only=True)
@@ -64,6 +122,7 @@ class MlxBackend:
     python: str = sys.executable
     max_tokens: int = 4096  # mlx_lm.server's own default is 512: always raise it
     name: str = "mlx_lm.server"
+    upstream_model: str = "default_model"  # what it serves without loading anything else
 
     def launch_spec(self, *, port: int, api_key: str, threads: int, seed: int) -> LaunchSpec:
         # No API key support upstream: `api_key` is unused, the instance binds loopback only.
@@ -73,15 +132,18 @@ class MlxBackend:
 
     async def probe_ready(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
                           timeout: float) -> bool:
-        if not await get_ok(client, base_url + "/v1/models", headers, timeout):
+        # /health and /v1/models answer before the weights are in; a one-token request is queued
+        # until they are, so it is the readiness signal, given the time a load takes.
+        if not await get_ok(client, base_url + "/health", headers, timeout):
             return False
         resp = await client.post(
-            base_url + "/v1/chat/completions", headers=headers, timeout=max(timeout, 60.0),
-            json={"model": self.model, "max_tokens": 1,
+            base_url + "/v1/chat/completions", headers=headers, timeout=LOAD_TIMEOUT,
+            json={"model": self.upstream_model, "max_tokens": 1,
                   "messages": [{"role": "user", "content": "hi"}]},
         )
         return resp.status_code == 200 and bool(resp.json().get("choices"))
 
     async def probe_health(self, client: httpx.AsyncClient, base_url: str, headers: dict[str, str],
                            timeout: float) -> bool:
-        return await get_ok(client, base_url + "/v1/models", headers, timeout)
+        # 0.32+: 503 {"status": "unavailable"} once the generation thread has died.
+        return await get_ok(client, base_url + "/health", headers, timeout)

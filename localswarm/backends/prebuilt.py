@@ -4,12 +4,17 @@ Flow of :func:`ensure_prebuilt_llama_server`:
 
 1. Look in the cache (``paths.cache_dir()/"llama-server"/"b<N>-<variant>"``) for a build of
    the variant this machine wants; if one is there, return it without any network access.
-2. Ask ``{api_base}/repos/ggml-org/llama.cpp/releases/latest`` (``api_base`` argument, else
-   ``$LOCALSWARM_GITHUB_API``, else https://api.github.com) for the release's assets.
-3. :func:`select_asset` picks the archive(s) for the OS, architecture and GPU vendor.
-4. Each archive is streamed with httpx (rich progress bar), its size and ``digest``
-   (``"sha256:<hex>"``, when GitHub gives one) checked; a mismatch deletes the partial file
-   and raises :class:`DownloadError`.
+2. Ask ``{api_base}/repos/ggml-org/llama.cpp/releases/tags/<tag>`` (``api_base`` argument, else
+   ``$LOCALSWARM_GITHUB_API``, else https://api.github.com) for the release's assets. The tag is
+   the one pinned in the package (``llama_cpp_release.json``); ``latest`` only on request
+   (``release="latest"`` / ``LOCALSWARM_LLAMA_RELEASE=latest``) and then means the newest
+   ``b<N>`` build: ``/releases/latest`` is a ``vX.Y.Z`` release without binaries.
+3. :func:`select_asset` picks the archive(s) for the OS, architecture and GPU vendor
+   (CUDA on Linux and Windows, ROCm/HIP, SYCL for Intel, Metal on macOS, Vulkan as the fallback).
+4. Each archive is streamed with httpx (rich progress bar), its size and sha256 checked against
+   the package's pin (for the pinned tag) or GitHub's ``digest`` (another tag); an asset with no
+   digest is refused before it is downloaded, a mismatch deletes the partial file; both raise
+   :class:`DownloadError`.
 5. :func:`safe_extract` unpacks it (no absolute paths, ``..``, escaping links or device
    files) into a staging folder that is renamed into place once complete.
 
@@ -52,8 +57,10 @@ _CHUNK = 1024 * 1024
 Asset = Mapping[str, Any]
 
 _ASSET_RE = re.compile(r"^llama-b(?P<build>\d+)-bin-(?P<variant>.+?)\.(?P<ext>tar\.gz|zip)$")
-_CUDART_RE = re.compile(r"^cudart-llama-bin-(?P<variant>win-cuda-.+)\.zip$")
-_CUDA_VARIANT_RE = re.compile(r"^win-cuda-(?P<ver>\d+(?:\.[0-9x]+)*)-(?P<arch>[a-z0-9]+)$")
+_CUDART_RE = re.compile(r"^cudart-llama-(?:b\d+-)?bin-(?P<variant>(?:win|ubuntu)-cuda-.+?)\.(?:zip|tar\.gz)$")
+_CUDA_VARIANT_RE = re.compile(r"^(?:win|ubuntu)-cuda-(?P<ver>\d+(?:\.[0-9x]+)*)-(?P<arch>[a-z0-9]+)$")
+PIN_FILE = Path(__file__).with_name("llama_cpp_release.json")
+RELEASE_ENV = "LOCALSWARM_LLAMA_RELEASE"
 _CACHE_DIR_RE = re.compile(r"^b(?P<build>\d+)-(?P<variant>.+)$")
 
 ALTERNATIVES = (
@@ -198,7 +205,11 @@ def variant_preferences(os_name: str, arch: str, gpu_vendor: str | None, *, rocm
         vulkan = f"ubuntu-vulkan-{a}"
         if vendor == "amd":
             return ([rf"ubuntu-rocm-[0-9.]+-{a}"] if rocm else []) + [vulkan, cpu]
-        if vendor in {"nvidia", "intel"}:
+        if vendor == "nvidia":  # Linux CUDA archives exist from about b10985
+            return [rf"ubuntu-cuda-[0-9.x]+-{a}", vulkan, cpu]
+        if vendor == "intel":
+            return [f"ubuntu-sycl-fp16-{a}", f"ubuntu-sycl-fp32-{a}", vulkan, cpu]
+        if vendor == "qualcomm":
             return [vulkan, cpu]
         return [cpu]
     if os_name == "windows":
@@ -207,9 +218,9 @@ def variant_preferences(os_name: str, arch: str, gpu_vendor: str | None, *, rocm
         if vendor == "nvidia":
             return [rf"win-cuda-[0-9.x]+-{a}", vulkan, cpu]
         if vendor == "amd":
-            return [f"win-hip-radeon-{a}", vulkan, cpu]
+            return [rf"win-rocm-[0-9.]+-{a}", f"win-hip-radeon-{a}", vulkan, cpu]
         if vendor == "intel":
-            return [vulkan, cpu]
+            return [f"win-sycl-{a}", vulkan, cpu]
         return [cpu]
     return []
 
@@ -225,7 +236,7 @@ def pick_variant(
 ) -> str | None:
     """The preferred variant among ``available`` (release variants or cached builds), or None.
 
-    CUDA: the newest ``win-cuda-<ver>`` whose major the driver supports (``cuda_version``);
+    CUDA: the newest ``{win,ubuntu}-cuda-<ver>`` whose major the driver supports (``cuda_version``);
     with ``cuda_version`` unknown, the oldest one (most compatible).
     """
     avail = sorted(set(available))
@@ -257,7 +268,7 @@ def select_asset(
     cuda_version: str | None = None,
     rocm: bool = False,
 ) -> list[Asset]:
-    """The release asset(s) to install: the archive, plus ``cudart-...zip`` for Windows CUDA.
+    """The release asset(s) to install: the archive, plus the ``cudart-…`` runtime for CUDA builds.
 
     Raises:
         BackendNotFound: no asset of the release fits this OS/architecture.
@@ -355,6 +366,12 @@ def github_api_base(api_base: str | None = None) -> str:
     return (api_base or os.environ.get("LOCALSWARM_GITHUB_API") or DEFAULT_API_BASE).rstrip("/")
 
 
+def pinned_release(path: Path = PIN_FILE) -> dict[str, Any]:
+    """The release pinned in the package: ``{"tag": "b<N>", "sha256": {asset name: hex}}``."""
+    data = json.loads(path.read_text())
+    return {"tag": str(data["tag"]), "sha256": {k: str(v).lower() for k, v in (data.get("sha256") or {}).items()}}
+
+
 def ensure_prebuilt_llama_server(
     hw_hint: HardwareHint | Any | None = None,
     *,
@@ -364,6 +381,8 @@ def ensure_prebuilt_llama_server(
     update: bool = False,
     progress: bool = True,
     timeout: float = 30.0,
+    release: str | None = None,
+    pin: Mapping[str, Any] | None = None,
 ) -> Path:
     """Path of a runnable prebuilt ``llama-server`` for this machine, downloading it if needed.
 
@@ -372,14 +391,18 @@ def ensure_prebuilt_llama_server(
         api_base: GitHub API base URL (tests point it at a local mimic).
         cache_root: overrides ``paths.cache_dir()/"llama-server"``.
         offline: never touch the network; use the cache or fail.
-        update: ask GitHub for the latest release even when a build is cached.
+        update: ask GitHub for the release even when a build is cached.
         progress: show a rich progress bar while downloading.
         timeout: seconds for connecting and between bytes.
+        release: ``"pinned"`` (default: the package's tag and sha256s), ``"latest"`` (the newest
+            ``b<N>`` build, checked against GitHub's digests) or a tag; else ``$LOCALSWARM_LLAMA_RELEASE``.
+        pin: the pin to use instead of ``llama_cpp_release.json`` (tests).
 
     Raises:
         PrebuiltUnavailable: nothing cached and the release cannot be fetched.
         BackendNotFound: the release has no build for this machine.
-        DownloadError: a download failed, its digest did not match, or the archive was unsafe.
+        DownloadError: a download failed, an asset had no digest, its digest did not match,
+            or the archive was unsafe.
     """
     hint = _coerce_hint(hw_hint)
     root = prebuilt_cache_dir(cache_root)
@@ -392,6 +415,8 @@ def ensure_prebuilt_llama_server(
 
     import httpx
 
+    pin = dict(pin) if pin is not None else pinned_release()
+    wanted = (release or os.environ.get(RELEASE_ENV) or "pinned").strip()
     base = github_api_base(api_base)
     headers = {
         "Accept": "application/vnd.github+json",
@@ -405,29 +430,66 @@ def ensure_prebuilt_llama_server(
         timeout=httpx.Timeout(timeout), follow_redirects=True, headers={"User-Agent": "localswarm"}
     ) as client:
         try:
-            release = fetch_latest_release(client, base, headers=headers)
+            if wanted == "latest":
+                data = fetch_newest_build(client, base, headers=headers)
+            else:
+                data = fetch_release(client, base, pin["tag"] if wanted == "pinned" else wanted, headers=headers)
         except PrebuiltUnavailable:
             if cached is not None:
                 log.warning("could not check for a newer llama-server; using cached %s", cached)
                 return cached
             raise
         assets = select_asset(
-            release.get("assets") or [],
+            data.get("assets") or [],
             os_name=hint.os_name,
             arch=hint.arch,
             gpu_vendor=hint.gpu_vendor,
             cuda_version=hint.cuda_version,
             rocm=hint.rocm,
         )
+        tag = str(data.get("tag_name", ""))
+        digests = {}
+        for asset in assets:
+            name = str(asset.get("name"))
+            if wanted == "pinned":
+                hexdigest = pin["sha256"].get(name)
+                digests[name] = ("sha256", hexdigest) if hexdigest else None
+                source = f"the package's pin ({PIN_FILE.name}, tag {pin['tag']})"
+            else:
+                digests[name] = parse_digest(asset.get("digest"))
+                source = f"GitHub's release {tag}"
+            if digests[name] is None:
+                raise DownloadError(
+                    f"refusing {name}: {source} gives no sha256 for it, so it cannot be verified. "
+                    f"Pin it (`python -m localswarm.backends.prebuilt pin {tag}`), ask for "
+                    f"`{RELEASE_ENV}=latest`, or {ALTERNATIVES[0].lower() + ALTERNATIVES[1:]}")
         build, variant = asset_variant(assets[0])
         final = root / f"b{build}-{variant}"
         existing = _cached_builds(root).get(variant, [])
         for b, exe in existing:
             if b == build:
                 return exe
-        return _install(
-            client, assets, final, tag=str(release.get("tag_name", f"b{build}")), progress=progress
-        )
+        return _install(client, assets, final, tag=tag or f"b{build}", progress=progress, digests=digests)
+
+
+def fetch_release(client: Any, api_base: str, tag: str, *, headers: Mapping[str, str] | None = None
+                  ) -> dict[str, Any]:
+    """GET ``{api_base}/repos/ggml-org/llama.cpp/releases/tags/{tag}`` as a dict."""
+    data = _get_json(client, f"{api_base}/repos/{RELEASE_REPO}/releases/tags/{tag}", headers)
+    if not isinstance(data, dict):
+        raise PrebuiltUnavailable(f"the release {tag} came back as unexpected JSON. {ALTERNATIVES}")
+    return data
+
+
+def fetch_newest_build(client: Any, api_base: str, *, headers: Mapping[str, str] | None = None
+                       ) -> dict[str, Any]:
+    """The newest ``b<N>`` release (nightlies are prereleases; ``/releases/latest`` has no binaries)."""
+    data = _get_json(client, f"{api_base}/repos/{RELEASE_REPO}/releases?per_page=30", headers)
+    builds = [r for r in data if isinstance(r, dict) and not r.get("draft")
+              and re.fullmatch(r"b\d+", str(r.get("tag_name", "")))] if isinstance(data, list) else []
+    if not builds:
+        raise PrebuiltUnavailable(f"no b<N> build among llama.cpp's recent releases. {ALTERNATIVES}")
+    return max(builds, key=lambda r: int(str(r["tag_name"])[1:]))
 
 
 def _coerce_hint(hw_hint: HardwareHint | Any | None) -> HardwareHint:
@@ -451,17 +513,10 @@ def _coerce_hint(hw_hint: HardwareHint | Any | None) -> HardwareHint:
         return _coerce_hint(HardwareHint.from_platform())
 
 
-def fetch_latest_release(
-    client: Any, api_base: str, *, headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """GET ``{api_base}/repos/ggml-org/llama.cpp/releases/latest`` as a dict.
-
-    Raises:
-        PrebuiltUnavailable: network error, HTTP error (rate limit...) or bad JSON.
-    """
+def _get_json(client: Any, url: str, headers: Mapping[str, str] | None) -> Any:
+    """GET ``url`` as JSON. Raises :class:`PrebuiltUnavailable` on network/HTTP/JSON errors."""
     import httpx
 
-    url = f"{api_base}/repos/{RELEASE_REPO}/releases/latest"
     try:
         resp = client.get(url, headers=dict(headers or {}))
     except httpx.HTTPError as e:
@@ -473,15 +528,13 @@ def fetch_latest_release(
         hint = " (GitHub rate limit? set GITHUB_TOKEN)" if resp.status_code in (403, 429) else ""
         raise PrebuiltUnavailable(f"{url} answered HTTP {resp.status_code}{hint}. {ALTERNATIVES}")
     try:
-        data = resp.json()
+        return resp.json()
     except ValueError:
         raise PrebuiltUnavailable(f"{url} did not return JSON. {ALTERNATIVES}") from None
-    if not isinstance(data, dict):
-        raise PrebuiltUnavailable(f"{url} returned unexpected JSON. {ALTERNATIVES}")
-    return data
 
 
-def _install(client: Any, assets: Sequence[Asset], final: Path, *, tag: str, progress: bool) -> Path:
+def _install(client: Any, assets: Sequence[Asset], final: Path, *, tag: str, progress: bool,
+             digests: Mapping[str, tuple[str, str] | None]) -> Path:
     """Download, verify and extract ``assets`` into ``final``; returns the executable."""
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -492,7 +545,7 @@ def _install(client: Any, assets: Sequence[Asset], final: Path, *, tag: str, pro
         record = []
         for asset in assets:
             archive = staging / str(asset["name"])
-            sha = download_asset(client, asset, archive, progress=progress)
+            sha = download_asset(client, asset, archive, progress=progress, digest=digests[str(asset["name"])])
             safe_extract(archive, tree)
             archive.unlink()
             record.append({"name": asset["name"], "sha256": sha, "size": asset.get("size")})
@@ -537,8 +590,12 @@ def parse_digest(digest: str | None) -> tuple[str, str] | None:
     return algo.lower(), value.lower()
 
 
-def download_asset(client: Any, asset: Asset, dest: Path, *, progress: bool = True) -> str:
-    """Stream ``asset["browser_download_url"]`` to ``dest``, verify size and digest.
+def download_asset(client: Any, asset: Asset, dest: Path, *, progress: bool = True,
+                   digest: tuple[str, str] | None = None) -> str:
+    """Stream ``asset["browser_download_url"]`` to ``dest``, verify size and ``digest``.
+
+    ``digest`` is ``(algorithm, hex)``; without one the asset's own ``digest`` field is used, and
+    an asset with neither is refused before any byte is fetched.
 
     Returns the sha256 hex digest. On any failure ``dest`` is removed.
 
@@ -550,7 +607,9 @@ def download_asset(client: Any, asset: Asset, dest: Path, *, progress: bool = Tr
     url = str(asset["browser_download_url"])
     name = str(asset.get("name") or dest.name)
     expected_size = asset.get("size")
-    digest = parse_digest(asset.get("digest"))
+    digest = digest or parse_digest(asset.get("digest"))
+    if digest is None:
+        raise DownloadError(f"refusing {name}: no digest to verify it against")
     h = hashlib.sha256()
     other = (
         hashlib.new(digest[0])
@@ -583,19 +642,13 @@ def download_asset(client: Any, asset: Asset, dest: Path, *, progress: bool = Tr
             f"{name}: got {received} bytes, the release lists {expected_size}; removed the partial file"
         )
     got = h.hexdigest()
-    if digest is None:
-        log.info("%s has no digest in the release; size checked only", name)
-    else:
-        algo, want = digest
-        actual = got if algo == "sha256" else (other.hexdigest() if other is not None else None)
-        if actual is None:
-            log.warning("%s: cannot verify unknown digest algorithm %r", name, algo)
-        elif actual != want:
-            dest.unlink(missing_ok=True)
-            raise DownloadError(
-                f"refusing {name}: {algo} {actual} does not match the release digest {want}; "
-                "the download was removed"
-            )
+    algo, want = digest
+    actual = got if algo == "sha256" else (other.hexdigest() if other is not None else None)
+    if actual != want:
+        dest.unlink(missing_ok=True)
+        what = f"{algo} {actual} does not match the release digest {want}" if actual else \
+            f"its digest algorithm {algo!r} is unknown here"
+        raise DownloadError(f"refusing {name}: {what}; the download was removed")
     return got
 
 
@@ -746,3 +799,30 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 target.chmod((perms or 0o644) & ~0o022)
         except (zipfile.BadZipFile, OSError) as e:
             raise DownloadError(f"extracting {archive.name} failed: {e}") from None
+
+
+def pin_release(tag: str, *, api_base: str | None = None, path: Path = PIN_FILE) -> dict[str, Any]:
+    """Write ``tag`` and the sha256 GitHub reports for each of its assets into the package's pin.
+
+    For maintainers, on a machine with GitHub access: ``python -m localswarm.backends.prebuilt pin b11434``.
+    Assets without a digest are left out (and will be refused).
+    """
+    import httpx
+
+    with httpx.Client(timeout=30, follow_redirects=True, headers={"User-Agent": "localswarm"}) as client:
+        data = fetch_release(client, github_api_base(api_base), tag)
+    sha = {str(a["name"]): d[1] for a in data.get("assets") or []
+           if (d := parse_digest(a.get("digest"))) is not None and d[0] == "sha256"}
+    pin = json.loads(path.read_text()) if path.is_file() else {}
+    pin.update({"tag": tag, "sha256": dict(sorted(sha.items()))})
+    path.write_text(json.dumps(pin, indent=2) + "\n")
+    return pin
+
+
+if __name__ == "__main__":  # python -m localswarm.backends.prebuilt pin <tag>
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "pin":
+        print(f"pinned {sys.argv[2]}: {len(pin_release(sys.argv[2])['sha256'])} assets")
+    else:
+        sys.exit("usage: python -m localswarm.backends.prebuilt pin <tag>")

@@ -19,6 +19,28 @@ from .nvidia import detect_nvidia
 from .types import CPUInfo, GPUInfo, HardwareProfile
 
 
+SIMULATED_HOST_ENV = "LOCALSWARM_HARDWARE"
+
+
+def simulated_host(path: str) -> HardwareProfile:
+    """A machine described by a JSON file (``localswarm detect --json`` output) instead of probed.
+
+    ``LOCALSWARM_HARDWARE=/path/profile.json`` makes every command plan for that machine: to
+    see what localswarm would do on another box, and for tests of a first run on a GPU host.
+    """
+    import json
+
+    from localswarm.errors import ConfigError
+
+    try:
+        data = json.loads(Path(path).expanduser().read_text())
+        profile = HardwareProfile.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{SIMULATED_HOST_ENV}={path}: not a hardware profile ({exc})") from None
+    note = f"simulated host from {path} ({SIMULATED_HOST_ENV})"
+    return HardwareProfile(**{**profile.__dict__, "notes": (*profile.notes, note)})
+
+
 def detect(
     *,
     run: Runner = run_tool,
@@ -37,6 +59,8 @@ def detect(
     Never raises: a missing tool or odd output means less information and a debug line.
     """
     env = os.environ if env is None else env
+    if env.get(SIMULATED_HOST_ENV):
+        return simulated_host(env[SIMULATED_HOST_ENV])
     system_name = (system or platform.system()).lower()
     arch = (machine or platform.machine()).lower()
     total, available = memory if memory is not None else detect_memory()

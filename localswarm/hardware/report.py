@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import json as _json
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -72,4 +74,24 @@ def detect_command(json: bool = False, rules: BudgetRules | None = None) -> str:
     from .detect import detect
 
     profile = detect()
-    return to_json(profile, rules) if json else format_table(profile, rules)
+    server = llama_server_choice(profile)
+    if json:
+        data = _json.loads(to_json(profile, rules))
+        data["llama_server"] = server
+        return _json.dumps(data, indent=2)
+    lines = [f"llama-server: {server['path'] or 'none found'}",
+             f"  backend:    {server['backend']}" + (f" ({', '.join(server['devices'])})" if server["devices"] else ""),
+             f"  why:        {server['why']}"]
+    return format_table(profile, rules) + "\n".join(lines) + "\n"
+
+
+def llama_server_choice(profile: HardwareProfile) -> dict[str, Any]:
+    """Which llama-server ``up`` would run on ``profile`` and why (never downloads)."""
+    from localswarm.backends.llama_server import choose_llama_server
+    from localswarm.errors import LocalSwarmError
+
+    try:
+        c = choose_llama_server(profile=profile)
+    except LocalSwarmError as exc:
+        return {"path": None, "source": None, "backend": "-", "devices": [], "why": str(exc)}
+    return {"path": str(c.path), "source": c.source, "backend": c.backend, "devices": c.devices, "why": c.why}

@@ -62,6 +62,9 @@ class GPUInfo:
         return asdict(self)
 
 
+_GPU_FIELDS = frozenset(GPUInfo.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class CPUInfo:
     """The host CPU. ``performance_cores`` is only known on Apple Silicon."""
@@ -132,7 +135,7 @@ class HardwareProfile:
             cpu=CPUInfo(**data["cpu"]),
             ram_total=int(data["ram_total"]),
             ram_available=data.get("ram_available"),
-            gpus=tuple(GPUInfo(**g) for g in data.get("gpus", [])),
+            gpus=tuple(GPUInfo(**{k: v for k, v in g.items() if k in _GPU_FIELDS}) for g in data.get("gpus", [])),
             mobile=bool(data.get("mobile", False)),
             notes=tuple(data.get("notes", ())),
         )

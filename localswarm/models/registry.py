@@ -85,6 +85,7 @@ class Variant:
     embedded: bool = False
     pypi: str | None = None
     active_params: float | None = None
+    revision: str = "main"  # a pinned commit of hf_repo where known
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,11 @@ class ModelRef:
     def embedded(self) -> bool:
         """True for the model shipped in a PyPI package (no download)."""
         return self.variant.embedded
+
+    @property
+    def revision(self) -> str:
+        """The revision of ``hf_repo`` to download: a pinned commit, else ``main``."""
+        return self.variant.revision
 
 
 @dataclass(frozen=True)
@@ -306,7 +312,7 @@ class _V:
 
 _FAMILY_KEYS = {"id", "name", "priority", "license", "variants", "embedded"}
 _VARIANT_KEYS = {"size", "hf_repo", "params", "active_params", "license", "arch", "quants",
-                 "pypi"}
+                 "pypi", "revision"}
 _ARCH_KEYS = {"architecture", "layers", "heads", "kv_heads", "head_dim", "context",
               "embedding", "vocab", "key_length", "value_length", "sliding_window"}
 _QUANT_KEYS = {"file", "size", "size_estimated"}
@@ -415,4 +421,5 @@ def _variant(v: _V, fid: str, family_license: str, embedded: bool, raw: Any,
         license=v.get(m, "license", where, "str", family_license),
         arch=arch, quants=quants, embedded=embedded,
         pypi=v.get(m, "pypi", where, "str", None),
+        revision=v.get(m, "revision", where, "str", "main"),
     )

@@ -349,12 +349,7 @@ class Instance:
 
     def info(self) -> dict[str, object]:
         """A JSON-able snapshot for `localswarm status`."""
-        memory = None
-        if self.pid:
-            with contextlib.suppress(Exception):
-                import psutil
-
-                memory = psutil.Process(self.pid).memory_info().rss
+        memory = proc.memory_rss(self.pid) if self.pid else None  # the server's, not a guard's
         return {
             "name": self.name,
             "state": self.state.value,

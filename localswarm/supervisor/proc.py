@@ -42,20 +42,53 @@ def spawn_kwargs() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def orphan_guard_argv(argv: list[str]) -> list[str]:
+#: The macOS guard: runs the server as its child, forwards SIGTERM/SIGINT to it and waits for it
+#: (so ``down`` and restarts stop the server, not just the guard), and kills it if the
+#: supervisor disappears (the parent pid changes). Exits with the server's code.
+_GUARD = (
+    "import os,signal,subprocess,sys,time\n"
+    "p=subprocess.Popen(sys.argv[2:]);ppid=int(sys.argv[1])\n"
+    "def fwd(sig,frame):\n"
+    "    try:\n"
+    "        p.send_signal(sig)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "signal.signal(signal.SIGTERM,fwd);signal.signal(signal.SIGINT,fwd)\n"
+    "while p.poll() is None:\n"
+    "    if os.getppid()!=ppid:\n"
+    "        p.terminate()\n"
+    "        try:\n"
+    "            p.wait(10)\n"
+    "        except subprocess.TimeoutExpired:\n"
+    "            p.kill()\n"
+    "        break\n"
+    "    time.sleep(0.5)\n"
+    "sys.exit(p.wait())\n"
+)
+
+
+def needs_orphan_guard(platform: str | None = None) -> bool:
+    """True where the kernel cannot kill children with their parent (macOS, other BSDs)."""
+    platform = platform or sys.platform
+    return not (platform.startswith("linux") or platform == "win32")
+
+
+def orphan_guard_argv(argv: list[str], *, platform: str | None = None) -> list[str]:
     """Wrap argv so the child dies with us where the kernel cannot arrange it (macOS)."""
-    if sys.platform.startswith("linux") or os.name == "nt":
+    if not needs_orphan_guard(platform):
         return argv
-    guard = (
-        "import os,sys,subprocess,time\n"
-        "p=subprocess.Popen(sys.argv[2:]);ppid=int(sys.argv[1])\n"
-        "while p.poll() is None:\n"
-        "    if os.getppid()!=ppid:\n"
-        "        p.kill();break\n"
-        "    time.sleep(0.5)\n"
-        "sys.exit(p.wait())\n"
-    )
-    return [sys.executable, "-c", guard, str(os.getpid()), *argv]
+    return [sys.executable, "-c", _GUARD, str(os.getpid()), *argv]
+
+
+def memory_rss(pid: int) -> int | None:
+    """Resident memory of the served process: ``pid`` plus its children (a guard's server)."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+    except Exception:  # noqa: BLE001 - gone, or not allowed to look
+        return None
 
 
 def terminate(pid: int) -> None:
@@ -70,10 +103,16 @@ def terminate(pid: int) -> None:
 
 
 def kill(pid: int) -> None:
-    """Stop a process now (SIGKILL; TerminateProcess on Windows)."""
+    """Stop a process now (SIGKILL; TerminateProcess on Windows).
+
+    A process that leads its own group (every instance: ``start_new_session``) is killed with
+    its group, so a macOS guard cannot leave its server behind.
+    """
     try:
         if os.name == "nt":
             os.kill(pid, signal.SIGTERM)  # TerminateProcess
+        elif os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError, OSError):

@@ -155,4 +155,6 @@ def for_instance(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
     once, while a non-streamed one would keep decoding for nobody. The served id because
     mlx_lm.server would try to load any other name it is sent.
     """
-    return {**body, "model": inst.backend.model_id, "stream": True, "stream_options": {"include_usage": True}}
+    # The name the server serves under: llama-server's alias, mlx_lm.server's "default_model".
+    served = getattr(inst.backend, "upstream_model", None) or inst.backend.model_id
+    return {**body, "model": served, "stream": True, "stream_options": {"include_usage": True}}

@@ -1,15 +1,24 @@
 """A local HTTP server mimicking llama.cpp's GitHub releases API and asset downloads.
 
-``GET {api_base}/repos/ggml-org/llama.cpp/releases/latest`` answers JSON shaped like
-GitHub's: ``tag_name`` (``b<N>``), ``assets[]`` with ``name``, ``size``,
-``browser_download_url`` (pointing back at the mimic, ``/download/b<N>/<name>``) and
-``digest`` (``"sha256:<hex>"`` or null). Downloads go through a 302 redirect as on GitHub
-(``/ggml-org/llama.cpp/releases/download/...`` -> ``/download/...``).
+Laid out like the real releases (``/work/shared/reference/real-services.md`` §2, read in
+llama.cpp's ``.github/workflows/release.yml`` / ``release-publish.yml`` of b11434 and GitHub's
+REST docs):
+
+* Nightly builds are tags ``b<N>``, published as **prereleases** with every binary; a semver
+  release ``vX.Y.Z`` is the newest non-prerelease and carries only ``nightly-tag.txt``. So
+  ``GET /repos/ggml-org/llama.cpp/releases/latest`` answers the ``vX.Y.Z`` one, with no binaries.
+* ``GET /repos/ggml-org/llama.cpp/releases`` lists both, newest first; ``/releases/tags/<tag>``
+  answers one.
+* Assets: ``name``, ``size``, ``browser_download_url`` (``/ggml-org/llama.cpp/releases/download/<tag>/<name>``,
+  which 302-redirects to ``/download/<tag>/<name>`` as GitHub does to its object storage) and
+  ``digest`` (``"sha256:<hex>"``, or null for assets older than the 2025-06 digest rollout).
+* Linux CUDA builds (``ubuntu-cuda-<v>-<arch>``) come with ``cudart-llama-b<N>-bin-ubuntu-cuda-<v>-<arch>.tar.gz``;
+  Windows ones with ``cudart-llama-bin-win-cuda-<v>-<arch>.zip`` (no tag in the name).
 
 Archives are built on the fly by :func:`make_release_archive`: a tiny shell script named
-``llama-server`` that prints a version, under a top folder ``llama-b<N>/`` for Linux/macOS
-tarballs (as real releases do) and flat in Windows zips, plus a fake ``libggml.so`` and a
-relative symlink, so extraction is exercised realistically. :func:`make_traversal_tar`,
+``llama-server`` that prints a version (and, for ``--list-devices``, the device line of its
+backend), under a top folder ``llama-b<N>/`` for Linux/macOS tarballs and flat in Windows zips,
+plus ``libggml-<backend>.so`` files and a relative symlink. :func:`make_traversal_tar`,
 :func:`make_symlink_escape_tar` and :func:`make_traversal_zip` build malicious archives.
 
 Runs in a daemon thread on 127.0.0.1 (``http.server.ThreadingHTTPServer``); every request
@@ -21,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 import time
@@ -32,26 +42,50 @@ from urllib.parse import unquote, urlsplit
 
 REPO = "ggml-org/llama.cpp"
 
-# Every archive name the reference lists for a release (``llama-b<N>-bin-<variant>``).
+# The archive variants of b11434 (real-services.md §2.2; llama-b<N>-bin-<variant>).
 STANDARD_VARIANTS = (
     "macos-arm64",
     "macos-x64",
     "ubuntu-x64",
     "ubuntu-arm64",
     "ubuntu-vulkan-x64",
-    "ubuntu-rocm-7.2-x64",
+    "ubuntu-vulkan-arm64",
+    "ubuntu-cuda-12.8-x64",
+    "ubuntu-cuda-13.4-x64",
+    "ubuntu-cuda-13.4-arm64",
+    "ubuntu-rocm-10.0-x64",
+    "ubuntu-sycl-fp32-x64",
+    "ubuntu-sycl-fp16-x64",
     "win-cpu-x64",
     "win-cuda-12.4-x64",
-    "win-cuda-13.1-x64",
+    "win-cuda-13.4-x64",
     "win-vulkan-x64",
-    "win-hip-radeon-x64",
+    "win-sycl-x64",
+    "win-rocm-10.0-x64",
     "android-arm64",
 )
 
+_BACKEND_OF = (("cuda", "cuda", "CUDA0: NVIDIA GeForce RTX 4090 (24080 MiB, 23500 MiB free)"),
+               ("rocm", "hip", "ROCm0: AMD Radeon RX 7900 XTX (24560 MiB, 24000 MiB free)"),
+               ("sycl", "sycl", "SYCL0: Intel(R) Arc(TM) A770 Graphics (16225 MiB, 16000 MiB free)"),
+               ("vulkan", "vulkan", "Vulkan0: GPU (8192 MiB, 8000 MiB free)"),
+               ("macos-arm64", "metal", "MTL0: Apple M4 Pro (36864 MiB, 36000 MiB free)"))
+
+
+def backend_of(variant: str) -> tuple[str | None, str | None]:
+    """(ggml library backend, --list-devices line) a build of ``variant`` has."""
+    for key, lib, line in _BACKEND_OF:
+        if key in variant:
+            return lib, line
+    return None, None
+
 
 def script_for(build: int, variant: str) -> bytes:
-    """The stand-in ``llama-server``: a shell script printing a llama.cpp-like version."""
-    return (f'#!/bin/sh\necho "version: {build} (mimic)"\necho "built for {variant}"\n').encode()
+    """The stand-in ``llama-server``: prints a version, or its backend's device for --list-devices."""
+    _, line = backend_of(variant)
+    return (f'#!/bin/sh\nif [ "$1" = "--list-devices" ]; then echo "Available devices:"; '
+            f'echo "  {line or "(none)"}"; exit 0; fi\n'
+            f'echo "version: {build} (mimic)"\necho "built for {variant}"\n').encode()
 
 
 def archive_name(build: int, variant: str) -> str:
@@ -60,9 +94,11 @@ def archive_name(build: int, variant: str) -> str:
     return f"llama-b{build}-bin-{variant}.{ext}"
 
 
-def cudart_name(variant: str) -> str:
-    """``cudart-llama-bin-win-cuda-<ver>-x64.zip`` (no build number)."""
-    return f"cudart-llama-bin-{variant}.zip"
+def cudart_name(variant: str, build: int = 0) -> str:
+    """Windows: ``cudart-llama-bin-win-cuda-<v>-x64.zip`` (no tag); Linux: ``cudart-llama-b<N>-bin-ubuntu-cuda-<v>-<arch>.tar.gz``."""
+    if variant.startswith("win-"):
+        return f"cudart-llama-bin-{variant}.zip"
+    return f"cudart-llama-b{build}-bin-{variant}.tar.gz"
 
 
 def _tar_add(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -95,6 +131,9 @@ def make_release_archive(build: int, variant: str) -> bytes:
         with zipfile.ZipFile(buf, "w") as zf:
             _zip_add(zf, "llama-server.exe", script, 0o755)
             _zip_add(zf, "ggml.dll", b"not really a dll")
+            lib, _ = backend_of(variant)
+            if lib:
+                _zip_add(zf, f"ggml-{lib}.dll", b"not really a dll")
             _zip_add(zf, "llama.dll", b"not really a dll")
         return buf.getvalue()
     buf = io.BytesIO()
@@ -106,13 +145,22 @@ def make_release_archive(build: int, variant: str) -> bytes:
         tf.addfile(d)
         _tar_add(tf, f"{top}/llama-server", script, 0o755)
         _tar_add(tf, f"{top}/libggml.so.0", b"\x7fELF not really")
+        lib, _ = backend_of(variant)
+        if lib and lib != "metal":
+            _tar_add(tf, f"{top}/libggml-{lib}.so", b"\x7fELF not really")
         _tar_link(tf, f"{top}/libggml.so", "libggml.so.0")
         _tar_add(tf, f"{top}/LICENSE", b"MIT\n")
     return buf.getvalue()
 
 
-def make_cudart_zip(variant: str) -> bytes:
-    """The CUDA runtime zip that goes next to a Windows CUDA build."""
+def make_cudart_zip(variant: str, build: int = 0) -> bytes:
+    """The CUDA runtime archive that goes next to a CUDA build (a zip on Windows, a tarball on Linux)."""
+    if not variant.startswith("win-"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            _tar_add(tf, f"llama-b{build}/libcudart.so.13", b"runtime " + variant.encode())
+            _tar_add(tf, f"llama-b{build}/libcublas.so.13", b"blas")
+        return buf.getvalue()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         _zip_add(zf, "cudart64_12.dll", b"runtime " + variant.encode())
@@ -186,9 +234,11 @@ class GitHubMimic:
     """The releases-API mimic. Use as a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(
-        self, build: int = 7400, *, variants: tuple[str, ...] = STANDARD_VARIANTS, with_digest: bool = True
+        self, build: int = 11434, *, variants: tuple[str, ...] = STANDARD_VARIANTS, with_digest: bool = True,
+        semver: str = "v0.6.0",
     ) -> None:
         self.build = build
+        self.semver = semver  # the newest non-prerelease: what /releases/latest answers, without binaries
         self.assets: dict[str, MimicAsset] = {}
         self.requests: list[tuple[str, str]] = []
         self.api_status = 200
@@ -199,8 +249,8 @@ class GitHubMimic:
             self.add_asset(
                 archive_name(build, variant), make_release_archive(build, variant), digest=with_digest
             )
-            if variant.startswith("win-cuda-"):
-                self.add_asset(cudart_name(variant), make_cudart_zip(variant), digest=with_digest)
+            if "-cuda-" in variant:
+                self.add_asset(cudart_name(variant, build), make_cudart_zip(variant, build), digest=with_digest)
 
     @property
     def tag(self) -> str:
@@ -254,12 +304,12 @@ class GitHubMimic:
         return self.base_url
 
     def release_json(self) -> dict[str, object]:
-        """The ``releases/latest`` payload."""
+        """The nightly ``b<N>`` release (a prerelease, with every binary)."""
         return {
             "tag_name": self.tag,
             "name": self.tag,
             "draft": False,
-            "prerelease": False,
+            "prerelease": True,
             "assets": [
                 {
                     "name": a.name,
@@ -272,6 +322,12 @@ class GitHubMimic:
                 for a in self.assets.values()
             ],
         }
+
+    def semver_json(self) -> dict[str, object]:
+        """The ``vX.Y.Z`` release: not a prerelease, only ``nightly-tag.txt`` naming the build."""
+        return {"tag_name": self.semver, "name": self.semver, "draft": False, "prerelease": False,
+                "assets": [{"name": "nightly-tag.txt", "size": len(self.tag) + 1, "digest": None, "state": "uploaded",
+                            "browser_download_url": f"{self.base_url}/{REPO}/releases/download/{self.semver}/nightly-tag.txt"}]}
 
     def start(self) -> GitHubMimic:
         handler = type("Handler", (_Handler,), {"mimic": self})
@@ -322,11 +378,24 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         with self.mimic._lock:
             self.mimic.requests.append(("GET", path))
-        if path == f"/repos/{REPO}/releases/latest":
+        if path.startswith(f"/repos/{REPO}/releases"):
             if self.mimic.api_status != 200:
                 self._send(self.mimic.api_status, b'{"message": "API rate limit exceeded"}')
                 return
-            self._send(200, json.dumps(self.mimic.release_json()).encode())
+            rest = path[len(f"/repos/{REPO}/releases"):]
+            by_tag = {self.mimic.tag: self.mimic.release_json(), self.mimic.semver: self.mimic.semver_json()}
+            if rest == "/latest":
+                self._send(200, json.dumps(self.mimic.semver_json()).encode())
+                return
+            if rest in ("", "/"):
+                self._send(200, json.dumps([self.mimic.semver_json(), self.mimic.release_json()]).encode())
+                return
+            m = re.fullmatch(r"/tags/(.+)", rest)
+            if m and m[1] in by_tag:
+                self._send(200, json.dumps(by_tag[m[1]]).encode())
+                return
+        if path == f"/download/{self.mimic.semver}/nightly-tag.txt":
+            self._send(200, (self.mimic.tag + "\n").encode(), "text/plain")
             return
         prefix = f"/{REPO}/releases/download/"
         if path.startswith(prefix):

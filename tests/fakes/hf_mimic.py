@@ -1,42 +1,43 @@
-"""A local HTTP server that mimics the parts of the Hugging Face Hub that downloads use.
+"""A local Hugging Face Hub for tests: the Hub on 127.0.0.1 and its "CDN" on 127.0.0.2.
 
-It is a real server (``http.server.ThreadingHTTPServer`` in a daemon thread, bound to
-127.0.0.1 on a free port) so ``huggingface_hub`` talks to it over TCP exactly as it talks
-to huggingface.co. What it serves, checked against huggingface_hub 2.4's
-``file_download.get_hf_file_metadata`` / ``http_get``:
+Two real servers (``http.server.ThreadingHTTPServer`` in daemon threads) so that
+``huggingface_hub`` and ``localswarm`` talk to them over TCP exactly as they talk to
+huggingface.co and its CDN. Built from ``/work/shared/reference/real-services.md`` §1 (read
+in huggingface_hub 0.36.2 / 1.x / 2.4 ``file_download.py``, ``hf_api.py``, ``utils/_http.py``,
+measured against both clients) — the checklist of its §6:
 
-* ``HEAD|GET {endpoint}/{repo}/resolve/{rev}/{file}``: 200 with ``X-Repo-Commit`` (40 hex),
-  ``ETag`` (the sha256 in quotes for LFS-like files, a git-sha1-like digest otherwise),
-  ``X-Linked-Etag`` / ``X-Linked-Size`` for LFS-like files, ``Content-Length``,
-  ``Accept-Ranges: bytes``. GET honours ``Range: bytes=N-[M]`` with 206 + ``Content-Range``.
-  ``X-Xet-Hash`` is never sent, so the client uses plain HTTP and never hf_xet.
-* Unknown repo: 401 + ``X-Error-Code: RepoNotFound``; unknown file: 404 +
-  ``X-Error-Code: EntryNotFound``; unknown revision: 404 + ``X-Error-Code: RevisionNotFound``
-  (what ``hf_raise_for_status`` maps to its typed errors).
-* ``GET {endpoint}/api/agent-harnesses``: an empty registry (huggingface_hub 2.x fetches it,
-  best effort, from ``constants.ENDPOINT`` when it builds its user agent).
-* ``GET {endpoint}/api/models/{repo}[/revision/{rev}]``: ``{"id", "sha", "siblings": [...]}``
-  (``hf_hub_download`` does not need it, ``HfApi.model_info``/``list_repo_files`` do).
+* ``HEAD|GET /{repo}/resolve/{rev}/{path}``
+  - small (non-LFS) file: 200 with ``X-Repo-Commit``, ``ETag: "<git sha1>"``, ``Content-Length``;
+  - LFS file: **302 to the other host** (``http://127.0.0.2:<port>/cdn/<sha256>?sig=…``) carrying
+    ``X-Repo-Commit``, ``X-Linked-Etag: "<sha256>"``, ``X-Linked-Size``, ``ETag: "<pointer git sha1>"``
+    and the redirect body's own ``Content-Length`` (as the real Hub does; huggingface_hub ≥1.30 stops
+    its HEAD at a foreign host and reads the metadata off the 302, older ones take the headers too).
+* CDN ``HEAD|GET /cdn/<sha256>``: 200 with the body, ``ETag: "<sha256>"`` and the real CDN's
+  ``Content-Disposition: inline; filename*=UTF-8''<name>; filename="<name>";``, ``Range: bytes=N-[M]``
+  → 206 + ``Content-Range``; none of the ``X-Repo-Commit`` / ``X-Linked-*`` headers (hf-hub PR #212).
+* ``GET /api/models/{repo}[/revision/{rev}]``: ``{id, sha, siblings[{rfilename}]}``; with
+  ``?blobs=true`` (any case) each sibling adds ``size``, ``blobId`` and for LFS files
+  ``lfs{size, sha256, pointerSize}``.
+* ``GET /api/models/{repo}/tree/{rev}?recursive=…``: ``[{type, oid, size, path, lfs{oid,size,pointerSize}}]``;
+  ``GET /api/models/{repo}/refs``: ``{branches[{name, ref, targetCommit}], tags, converts}`` (llama.cpp ``-hf``).
+* Errors carry ``X-Error-Code``: unknown repo 401 ``RepoNotFound`` (plain http: the client keys on the
+  code), unknown revision 404 ``RevisionNotFound``, unknown file 404 ``EntryNotFound`` + ``X-Repo-Commit``.
+* Never ``X-Xet-Hash`` / ``xetHash``: clients then use the plain ``/resolve`` path.
+* ``GET /api/agent-harnesses``: an empty registry (huggingface_hub 2.x asks for it, best effort).
 
-Pointing the client at it: ``huggingface_hub`` reads ``HF_ENDPOINT`` once, at import time,
-into ``constants.ENDPOINT``. ``hf_hub_download`` accepts ``endpoint=`` and rewrites its URLs
-with it, and ``localswarm.models.download`` passes ``HF_ENDPOINT`` read at *call* time as
-that argument, so tests simply ``monkeypatch.setenv("HF_ENDPOINT", mimic.endpoint)``.
+Faults and pacing, to drive the paths real users hit:
 
-Resume caveat: huggingface_hub reads bodies in ``constants.DOWNLOAD_CHUNK_SIZE`` (10 MiB)
-pieces and bytes of an unfinished piece are lost when the connection drops, so a resume
-test must cut the connection *after* at least one full piece (e.g. a 12 MiB file cut at
-11 MiB), otherwise the retry restarts from zero without a Range header.
+* ``fail(status, times=1, retry_after=None, where="resolve"|"cdn"|"api")``: the next ``times``
+  requests there answer ``status`` (429 or 5xx) with ``Retry-After`` when given.
+* ``throttle(bytes_per_s)``: CDN bodies are paced (a slow first-run download).
+* ``drop_after(repo, file, nbytes, times=1)``: send ``nbytes`` of the body, then close the socket.
+* ``corrupt(repo, file)``: other bytes of the same length (the client checks only the size).
+* ``truncate(repo, file, nbytes)``: advertise the full length, send only ``nbytes``.
+* ``publish_split(repo, stem, data, parts)``: ``<stem>-0000k-of-0000N.gguf`` parts, as Qwen publishes
+  its big quants (byte slices: enough for download tests, not loadable by llama-server).
 
-Fault injection (each applies to GET bodies of one file):
-
-* ``drop_after(repo, file, nbytes, times=1)``: send the headers and ``nbytes`` of the body,
-  then close the socket (the client sees an incomplete body and must resume with Range).
-* ``corrupt(repo, file)``: serve different bytes of the same length (checksum mismatch).
-* ``truncate(repo, file, nbytes)``: advertise the full size but serve only ``nbytes`` (no drop
-  recovery possible on resume, since every attempt is short).
-
-Every request is recorded in ``mimic.requests`` (method, path, headers).
+Every request is recorded in ``mimic.requests`` (host ``hub``/``cdn``, method, path, headers, file).
+``mimic.stop()`` closes both ports, like a network that went away.
 """
 
 from __future__ import annotations
@@ -45,14 +46,20 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+_CDN_RE = re.compile(r"^/cdn/(?P<sha>[0-9a-f]{64})$")
 _FLIP = bytes(b ^ 0x5A for b in range(256))  # translate table: every byte changed
-_API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_API_RE = re.compile(
+    r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree)/(?P<rev>[^/]+)|/(?P<refs>refs))?$"
+)
+POINTER_SIZE = 135  # bytes of a git-lfs pointer file, as the Hub reports it
+CDN_HOST = "127.0.0.2"  # another hostname than the Hub's (see real-services.md §1.2 "Rule for fakes")
 
 
 @dataclass
@@ -62,6 +69,8 @@ class RecordedRequest:
     method: str
     path: str
     headers: dict[str, str]
+    host: str = "hub"  # "hub" or "cdn"
+    file: str | None = None  # the repo file it concerns, when known
 
     @property
     def range(self) -> str | None:
@@ -76,6 +85,7 @@ class RecordedRequest:
 class HubFile:
     """A file of a mimicked repository."""
 
+    name: str
     data: bytes
     lfs: bool = True
     drop_after: int | None = None
@@ -93,7 +103,14 @@ class HubFile:
         return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()  # noqa: S324
 
     @property
+    def pointer_oid(self) -> str:
+        """The git sha1 of the LFS pointer file (the ``blobId`` / plain ``ETag`` of an LFS file)."""
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {len(self.data)}\n"
+        return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer.encode()).hexdigest()  # noqa: S324
+
+    @property
     def etag(self) -> str:
+        """What the client names the cache blob after: sha256 for LFS, git sha1 otherwise."""
         return self.sha256 if self.lfs else self.git_oid
 
 
@@ -105,30 +122,55 @@ class HubRepo:
     revisions: dict[str, str] = field(default_factory=dict)  # name -> commit hash
     files: dict[str, HubFile] = field(default_factory=dict)
 
+    def commit_of(self, rev: str) -> str | None:
+        if rev in self.revisions:
+            return self.revisions[rev]
+        return rev if rev in self.revisions.values() else None
+
+
+@dataclass
+class _Failure:
+    status: int
+    times: int
+    retry_after: str | None
+
 
 class HFMimic:
-    """The mimic server. Use as a context manager, or call ``start()`` / ``stop()``."""
+    """The mimic (Hub + CDN). Use as a context manager, or call ``start()`` / ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cdn_host: str = CDN_HOST) -> None:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[RecordedRequest] = []
+        self.bytes_per_s: float | None = None
+        self._failures: dict[str, list[_Failure]] = {"resolve": [], "cdn": [], "api": []}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._address: tuple[str, int] | None = None
-        self._thread: threading.Thread | None = None
+        self._cdn_host = cdn_host
+        self._servers: dict[str, ThreadingHTTPServer] = {}
+        self._addresses: dict[str, tuple[str, int]] = {}
 
     # -- content -----------------------------------------------------------------------
 
     def add_file(
-        self, repo_id: str, filename: str, data: bytes, *, lfs: bool = True, revision: str = "main"
+        self, repo_id: str, filename: str, data: bytes, *, lfs: bool = True, revision: str = "main",
+        commit: str | None = None,
     ) -> HubFile:
         """Publish ``data`` as ``filename`` in ``repo_id`` (created on first use)."""
         repo = self.repos.setdefault(repo_id, HubRepo(repo_id))
         if revision not in repo.revisions:
-            repo.revisions[revision] = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()  # noqa: S324
-        hub_file = HubFile(data=data, lfs=lfs)
+            repo.revisions[revision] = commit or hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()  # noqa: S324
+        hub_file = HubFile(name=filename, data=data, lfs=lfs)
         repo.files[filename] = hub_file
         return hub_file
+
+    def publish_split(self, repo_id: str, stem: str, data: bytes, parts: int) -> list[str]:
+        """Publish ``data`` cut in ``parts`` files named like llama.cpp's ``gguf-split``."""
+        size = -(-len(data) // parts)
+        names = []
+        for k in range(parts):
+            name = f"{stem}-{k + 1:05d}-of-{parts:05d}.gguf"
+            self.add_file(repo_id, name, data[k * size:(k + 1) * size])
+            names.append(name)
+        return names
 
     def commit(self, repo_id: str, revision: str = "main") -> str:
         """The commit hash the mimic answers for ``repo_id@revision``."""
@@ -138,7 +180,35 @@ class HFMimic:
         """The published file object (to tweak fault injection)."""
         return self.repos[repo_id].files[filename]
 
-    # -- fault injection ---------------------------------------------------------------
+    def _by_sha(self, sha: str) -> HubFile | None:
+        for repo in self.repos.values():
+            for f in repo.files.values():
+                if f.lfs and f.sha256 == sha:
+                    return f
+        return None
+
+    # -- faults and pacing -------------------------------------------------------------
+
+    def fail(self, status: int, *, times: int = 1, retry_after: int | str | None = None,
+             where: str = "resolve") -> None:
+        """The next ``times`` requests at ``where`` (resolve, cdn, api) answer ``status``."""
+        with self._lock:
+            self._failures[where].append(
+                _Failure(status, times, None if retry_after is None else str(retry_after)))
+
+    def _take_failure(self, where: str) -> _Failure | None:
+        with self._lock:
+            queue = self._failures[where]
+            while queue and queue[0].times <= 0:
+                queue.pop(0)
+            if not queue:
+                return None
+            queue[0].times -= 1
+            return queue[0]
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        """Pace CDN bodies to ``bytes_per_s`` (None: full speed)."""
+        self.bytes_per_s = bytes_per_s
 
     def drop_after(self, repo_id: str, filename: str, nbytes: int, *, times: int = 1) -> None:
         """Cut the connection after ``nbytes`` of the body, for the next ``times`` GETs."""
@@ -156,12 +226,19 @@ class HFMimic:
     # -- inspection --------------------------------------------------------------------
 
     def gets(self, filename: str | None = None) -> list[RecordedRequest]:
-        """GET requests received (optionally only those for ``filename``)."""
+        """Body GETs received (at the CDN for LFS files), optionally only for ``filename``."""
         with self._lock:
             reqs = list(self.requests)
-        return [
-            r for r in reqs if r.method == "GET" and (filename is None or r.path.endswith("/" + filename))
-        ]
+        out = []
+        for r in reqs:
+            if r.method != "GET" or r.file is None or (filename is not None and r.file != filename):
+                continue
+            if r.host == "cdn" or "/resolve/" in r.path and not self._is_lfs(r.file):
+                out.append(r)
+        return out
+
+    def _is_lfs(self, filename: str) -> bool:
+        return any(filename in repo.files and repo.files[filename].lfs for repo in self.repos.values())
 
     def count(self, method: str | None = None) -> int:
         """Number of requests received (optionally of one method)."""
@@ -173,29 +250,32 @@ class HFMimic:
     @property
     def endpoint(self) -> str:
         """Base URL to use as ``HF_ENDPOINT``."""
-        assert self._address is not None, "mimic not started"
-        host, port = self._address  # kept after stop(): the URL then refuses connections
+        host, port = self._addresses["hub"]  # kept after stop(): the URL then refuses connections
+        return f"http://{host}:{port}"
+
+    @property
+    def cdn_base(self) -> str:
+        host, port = self._addresses["cdn"]
         return f"http://{host}:{port}"
 
     def start(self) -> HFMimic:
-        """Start serving on 127.0.0.1 on a free port."""
-        handler = type("Handler", (_Handler,), {"mimic": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self._address = (str(host), int(port))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="hf-mimic", daemon=True
-        )
-        self._thread.start()
+        """Start the Hub on 127.0.0.1 and the CDN on ``cdn_host``, each on a free port."""
+        for role, host in (("hub", "127.0.0.1"), ("cdn", self._cdn_host)):
+            handler = type("Handler", (_Handler,), {"mimic": self, "role": role})
+            server = ThreadingHTTPServer((host, 0), handler)
+            server.daemon_threads = True
+            self._servers[role] = server
+            self._addresses[role] = (str(server.server_address[0]), int(server.server_address[1]))
+            threading.Thread(target=server.serve_forever, args=(0.05,), name=f"hf-mimic-{role}",
+                             daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Stop serving (the port then refuses connections, like a dead network)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving (both ports then refuse connections, like a dead network)."""
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
 
     def __enter__(self) -> HFMimic:
         return self.start()
@@ -208,16 +288,16 @@ class HFMimic:
 
 class _Handler(BaseHTTPRequestHandler):
     mimic: HFMimic
+    role: str
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence stderr logging
         pass
 
-    def _record(self) -> str:
-        path = unquote(urlsplit(self.path).path)
+    def _record(self, path: str, file: str | None) -> None:
         with self.mimic._lock:
-            self.mimic.requests.append(RecordedRequest(self.command, path, dict(self.headers.items())))
-        return path
+            self.mimic.requests.append(
+                RecordedRequest(self.command, path, dict(self.headers.items()), self.role, file))
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._dispatch(head=True)
@@ -228,20 +308,62 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing -----------------------------------------------------------------------
 
     def _dispatch(self, *, head: bool) -> None:
-        path = self._record()
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        query = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
+        if self.role == "cdn":
+            m = _CDN_RE.match(path)
+            hub_file = self.mimic._by_sha(m["sha"]) if m else None
+            self._record(path, hub_file.name if hub_file else None)
+            if hub_file is None:
+                self._plain(404, b"NoSuchKey")
+            elif not self._injected("cdn"):
+                # The real CDN names the file (huggingface_hub's progress bar reads it from here).
+                name = hub_file.name.rsplit("/", 1)[-1]
+                self._body(hub_file, head=head, headers={
+                    "ETag": f'"{hub_file.sha256}"',
+                    "Content-Disposition": f"inline; filename*=UTF-8''{name}; filename=\"{name}\";"})
+            return
         m = _RESOLVE_RE.match(path)
         if m:
-            self._resolve(m["repo"], m["rev"], m["file"], head=head)
+            self._record(path, m["file"])
+            if not self._injected("resolve"):
+                self._resolve(m["repo"], m["rev"], m["file"], head=head)
             return
+        self._record(path, None)
         if path == "/api/agent-harnesses" and not head:
-            # huggingface_hub >= 2.x fetches this registry (best effort) to build its user agent.
             self._json({"standardEnvVars": [], "harnesses": {}})
             return
         m = _API_RE.match(path)
         if m and not head:
-            self._api(m["repo"], m["rev"] or "main")
+            if not self._injected("api"):
+                self._api(m["repo"], m["kind"], m["rev"], bool(m["refs"]), query)
             return
         self._error(404, "EntryNotFound", "Not found")
+
+    def _injected(self, where: str) -> bool:
+        failure = self.mimic._take_failure(where)
+        if failure is None:
+            return False
+        extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
+        message = "Too Many Requests" if failure.status == 429 else "Service Unavailable"
+        body = json.dumps({"error": message}).encode()
+        self.send_response(failure.status)
+        self.send_header("Content-Type", "application/json")
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return True
+
+    def _plain(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
         body = json.dumps({"error": message}).encode()
@@ -256,30 +378,38 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _api(self, repo_id: str, rev: str) -> None:
+    def _api(self, repo_id: str, kind: str | None, rev: str | None, refs: bool, query: dict[str, str]) -> None:
         repo = self.mimic.repos.get(repo_id)
         if repo is None:
             self._error(401, "RepoNotFound", "Repository not found")
             return
-        if rev not in repo.revisions and rev not in repo.revisions.values():
+        if refs:
+            self._json({"branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c}
+                                     for n, c in repo.revisions.items()], "tags": [], "converts": []})
+            return
+        sha = repo.commit_of(rev or "main")
+        if sha is None:
             self._error(404, "RevisionNotFound", "Invalid rev id")
             return
-        sha = repo.revisions.get(rev, rev)
-        info = {
-            "id": repo_id,
-            "modelId": repo_id,
-            "sha": sha,
-            "private": False,
-            "siblings": [
-                {
-                    "rfilename": name,
-                    "size": len(f.data),
-                    **({"lfs": {"sha256": f.sha256, "size": len(f.data)}} if f.lfs else {}),
-                }
+        if kind == "tree":
+            self._json([
+                {"type": "file", "oid": f.pointer_oid if f.lfs else f.git_oid, "size": len(f.data), "path": name,
+                 **({"lfs": {"oid": f.sha256, "size": len(f.data), "pointerSize": POINTER_SIZE}} if f.lfs else {})}
                 for name, f in repo.files.items()
-            ],
-        }
-        self._json(info)
+            ])
+            return
+        blobs = query.get("blobs", "").lower() == "true"
+        siblings = []
+        for name, f in repo.files.items():
+            entry: dict[str, object] = {"rfilename": name}
+            if blobs:
+                entry["size"] = len(f.data)
+                entry["blobId"] = f.pointer_oid if f.lfs else f.git_oid
+                if f.lfs:
+                    entry["lfs"] = {"size": len(f.data), "sha256": f.sha256, "pointerSize": POINTER_SIZE}
+            siblings.append(entry)
+        self._json({"id": repo_id, "modelId": repo_id, "sha": sha, "private": False, "gated": False,
+                    "disabled": False, "siblings": siblings})
 
     def _json(self, payload: object) -> None:
         body = json.dumps(payload).encode()
@@ -294,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             self._error(401, "RepoNotFound", "Repository not found")
             return
-        commit = repo.revisions.get(rev) or (rev if rev in repo.revisions.values() else None)
+        commit = repo.commit_of(rev)
         if commit is None:
             self._error(404, "RevisionNotFound", "Invalid rev id")
             return
@@ -302,18 +432,25 @@ class _Handler(BaseHTTPRequestHandler):
         if hub_file is None:
             self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit})
             return
-
-        total = len(hub_file.data)
-        headers = {
-            "X-Repo-Commit": commit,
-            "ETag": f'"{hub_file.etag}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/octet-stream",
-        }
         if hub_file.lfs:
-            headers["X-Linked-Etag"] = f'"{hub_file.sha256}"'
-            headers["X-Linked-Size"] = str(total)
+            body = b"Found. Redirecting to the CDN"
+            self.send_response(302)
+            self.send_header("Location", f"{self.mimic.cdn_base}/cdn/{hub_file.sha256}?sig=1&expires=9999999999")
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("ETag", f'"{hub_file.pointer_oid}"')
+            self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
+            self.send_header("X-Linked-Size", str(len(hub_file.data)))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            return
+        self._body(hub_file, head=head, headers={"X-Repo-Commit": commit, "ETag": f'"{hub_file.git_oid}"'},
+                   paced=False)
 
+    def _body(self, hub_file: HubFile, *, head: bool, headers: dict[str, str], paced: bool = True) -> None:
+        total = len(hub_file.data)
+        headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         if head:
             self.send_response(200)
             for k, v in headers.items():
@@ -321,13 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(total))
             self.end_headers()
             return
-
-        data = hub_file.data
-        if hub_file.corrupt:
-            data = data.translate(_FLIP)
-
-        start, end = 0, total - 1
-        status = 200
+        data = hub_file.data.translate(_FLIP) if hub_file.corrupt else hub_file.data
+        start, end, status = 0, total - 1, 200
         range_header = self.headers.get("Range")
         if range_header:
             rm = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
@@ -340,8 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(rm[1])
             end = min(int(rm[2]), total - 1) if rm[2] else total - 1
             status = 206
-        body = data[start : end + 1]
-
+        body = data[start:end + 1]
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -357,9 +488,23 @@ class _Handler(BaseHTTPRequestHandler):
                 cut = hub_file.drop_after
         if hub_file.truncate_to is not None:
             cut = hub_file.truncate_to if cut is None else min(cut, hub_file.truncate_to)
-        if cut is not None and cut < len(body):
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
+        payload = body[:cut] if cut is not None and cut < len(body) else body
+        try:
+            self._send_paced(payload, self.mimic.bytes_per_s if paced else None)
+        except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return
-        self.wfile.write(body)
+        if payload is not body:
+            self.close_connection = True
+
+    def _send_paced(self, payload: bytes, rate: float | None) -> None:
+        if not rate:
+            self.wfile.write(payload)
+            return
+        chunk = max(1, int(rate / 20))  # 20 writes a second
+        began = time.monotonic()
+        for offset in range(0, len(payload), chunk):
+            self.wfile.write(payload[offset:offset + chunk])
+            ahead = (offset + chunk) / rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)

@@ -1,7 +1,9 @@
 """The MLX backend against a STAND-IN mlx_lm.server (tests/fakes/fake_mlx_server.py).
 
 Real MLX needs Apple Silicon; this Linux CI cannot run it. The stand-in reproduces what
-matters to the supervisor: /health says 200 before the model is loaded.
+matters (mlx-lm 0.32.2 server.py): /health says 200 before the model is loaded, requests
+queue while it loads, and any ``model`` other than ``default_model`` makes it try to load
+another model (404 for one it cannot fetch).
 """
 
 from __future__ import annotations
@@ -58,11 +60,92 @@ async def test_ready_only_after_a_real_request_not_health(tmp_path, monkeypatch)
         assert time.monotonic() - started >= 1.4  # not fooled by the instant /health 200
         lines = log.read_text().splitlines()
         ready_posts = [line for line in lines if line.startswith("POST /v1/chat/completions")]
-        assert ready_posts and all("model=stand-in-model max_tokens=1" in line for line in ready_posts)
+        assert ready_posts and all("model=default_model max_tokens=1" in line for line in ready_posts)
         before = len(ready_posts)
         await asyncio.sleep(1.0)  # periodic health checks run: they list models and never generate
         after = [line for line in log.read_text().splitlines() if line.startswith("POST")]
         assert len(after) == before
-        assert any(line.startswith("GET /v1/models loaded=True") for line in log.read_text().splitlines())
+        assert any(line.startswith("GET /health loaded=True") for line in log.read_text().splitlines())
     finally:
         await sup.stop()
+
+
+def _mlx_gateway(tmp_path: Path, monkeypatch):
+    from localswarm.config import Settings
+    from tests.helpers import RunningGateway, free_tcp_port
+
+    monkeypatch.setenv("FAKE_MLX_LOAD_DELAY", "0.5")
+    monkeypatch.setenv("FAKE_MLX_LOG", str(tmp_path / "mlx.log"))
+    backend = MlxBackend(model=str(tmp_path), model_id="qwen2.5-coder:7b:q4_k_m", python=_stand_in_python(tmp_path))
+    return RunningGateway(Settings(port=free_tcp_port(), start_timeout=30), backend, instances=2)
+
+
+def test_stand_in_refuses_another_model_like_mlx_lm_server(tmp_path, monkeypatch):
+    import httpx
+
+    with _mlx_gateway(tmp_path, monkeypatch) as gw:
+        inst = gw.supervisor.instances[0]
+        other = httpx.post(inst.base_url + "/v1/chat/completions", timeout=30,
+                           json={"model": "qwen2.5-coder:7b:q4_k_m", "messages": [{"role": "user", "content": "x"}]})
+        assert other.status_code == 404 and "error" in other.json()
+        same = httpx.post(inst.base_url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 3})
+        assert same.status_code == 200 and same.json()["model"] == "default_model"
+
+
+def test_gateway_chat_path_streamed_and_not_against_mlx_stand_in(tmp_path, monkeypatch):
+    import json as _json
+
+    with _mlx_gateway(tmp_path, monkeypatch) as gw, gw.client() as client:
+        body = {"model": "qwen2.5-coder:7b:q4_k_m", "max_tokens": 32,
+                "messages": [{"role": "user", "content": "Write add(a, b) in Python."}]}
+        plain = client.post("/v1/chat/completions", json=body)
+        assert plain.status_code == 200, plain.text
+        data = plain.json()
+        assert data["model"] == "qwen2.5-coder:7b:q4_k_m"  # the gateway names the planned model
+        assert "return a + b" in data["choices"][0]["message"]["content"]
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+            assert resp.status_code == 200
+            chunks = [_json.loads(line[6:]) for line in resp.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert "return a + b" in text and all(c["model"] == "qwen2.5-coder:7b:q4_k_m" for c in chunks)
+    sent = [line for line in (tmp_path / "mlx.log").read_text().splitlines() if line.startswith("POST")]
+    assert sent and all("model=default_model" in line for line in sent)  # never the plan id upstream
+
+
+def test_backend_setting_chooses_the_server(monkeypatch):
+    import pytest
+
+    from localswarm.errors import ConfigError
+
+    monkeypatch.setattr(mlx, "is_apple_silicon", lambda: True)
+    monkeypatch.setattr(mlx, "mlx_available", lambda: True)
+    assert mlx.prefer_mlx("qwen2.5-coder:7b:q4_k_m", "auto")
+    assert not mlx.prefer_mlx("qwen2.5-coder:7b:q4_k_m", "llama-server")
+    with pytest.raises(ConfigError, match="no MLX build"):
+        mlx.prefer_mlx("codellama:7b:q4_k_m", "mlx")
+    monkeypatch.setattr(mlx, "mlx_available", lambda: False)
+    assert not mlx.prefer_mlx("qwen2.5-coder:7b:q4_k_m", "auto")
+    with pytest.raises(ConfigError, match=r"localswarm\[mlx\]"):
+        mlx.prefer_mlx("qwen2.5-coder:7b:q4_k_m", "mlx")
+
+
+def test_weights_are_prefetched_once_into_the_cache_fake_hub(tmp_path, monkeypatch):
+    from localswarm import paths
+    from tests.fakes.hf_mimic import HFMimic
+
+    repo = "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit"
+    with HFMimic() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        hub.add_file(repo, "config.json", b'{"model_type": "qwen2"}', lfs=False)
+        hub.add_file(repo, "tokenizer_config.json", b"{}", lfs=False)
+        hub.add_file(repo, "model.safetensors", b"\x00" * 300_000)
+        hub.add_file(repo, "README.md", b"# not fetched", lfs=False)
+        folder = Path(mlx.prefetch(repo, progress=False))
+        assert folder.is_relative_to(paths.cache_dir() / "models")
+        assert (folder / "model.safetensors").stat().st_size == 300_000
+        assert not (folder / "README.md").exists()  # only what mlx_lm loads
+        hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert Path(mlx.prefetch(repo, progress=False)) == folder  # offline: the cached snapshot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -39,11 +38,12 @@ def test_embedded_and_explicit_paths_need_no_planner(tmp_path):
         provision.resolve_model(str(tmp_path / "missing.gguf"))
 
 
-def test_registry_id_is_planned_and_downloaded_once(monkeypatch):
+def test_registry_id_is_planned_and_downloaded_once_fake_hub(monkeypatch):
     p = provision.make_plan("qwen2.5-coder:0.5b:q4_k_m", instances=2, ctx=2048, parallel=1)
     assert p.model_id == "qwen2.5-coder:0.5b:q4_k_m" and p.instances == 2
     data = os.urandom(256 * 1024)
-    p = dataclasses.replace(p, file_size=len(data))  # the mimic serves a small stand-in file
+    # The Hub's file differs in size from the registry's estimate: that must not refuse it (issue 10 #1).
+    assert p.file_size != len(data)
     with HFMimic() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         hub.add_file(p.hf_repo, p.gguf_file, data)
@@ -80,3 +80,63 @@ def test_cli_download_only_resolves_model_and_binary(monkeypatch):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out.stdout and "llama-server:" in out.stdout
+
+
+def _small_host(tmp_path):
+    import json
+
+    from localswarm.hardware.types import CPUInfo, HardwareProfile
+
+    gib = 1024**3
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(HardwareProfile(
+        os="linux", os_release="6.8", cpu=CPUInfo(model="sim", arch="x86_64", physical_cores=2, logical_cores=2),
+        ram_total=2 * gib, ram_available=3 * gib // 2).to_dict()))
+    return host
+
+
+def test_auto_offline_order_planned_then_best_cached_then_embedded_fake_hub(monkeypatch, tmp_path):
+    import shutil
+
+    from localswarm import paths
+    from localswarm.models.registry import load_registry
+
+    monkeypatch.setenv("LOCALSWARM_HARDWARE", str(_small_host(tmp_path)))
+    reg = load_registry()
+    planned, second = reg.resolve("qwen2.5-coder:0.5b:q5_k_m"), reg.resolve("qwen2.5-coder:0.5b:q4_k_m")
+    kw = dict(instances=2, ctx=2048, parallel=1, progress=False)
+    with HFMimic() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        hub.add_file(planned.hf_repo, planned.file, os.urandom(300_000))
+        hub.add_file(second.hf_repo, second.file, os.urandom(200_000))
+        r = provision.resolve_model("auto", **kw)
+        assert r.model_id == planned.id and r.notes[-1].startswith(f"model: {planned.id} downloaded")
+        provision.fetch_plan(provision.make_plan(second.id, instances=2, ctx=2048, parallel=1), progress=False)
+
+    # The Hub is gone (the mimic's ports refuse connections).
+    r = provision.resolve_model("auto", **kw)
+    assert r.model_id == planned.id and r.notes[-1].startswith(f"model: {planned.id} cached")
+
+    repo_dir = paths.cache_dir() / "models" / ("models--" + planned.hf_repo.replace("/", "--"))
+    for link in repo_dir.glob(f"snapshots/*/{planned.file}"):  # the same repo holds the second model
+        link.unlink()
+    r = provision.resolve_model("auto", **kw)
+    assert r.model_id == second.id and not r.embedded
+    assert any(f"{planned.id} is not cached and cannot be downloaded" in n for n in r.notes)
+    assert r.notes[-1].startswith(f"falling back to {second.id}, the best cached model that fits this machine")
+
+    shutil.rmtree(paths.cache_dir() / "models")
+    r = provision.resolve_model("auto", **kw)
+    assert r.embedded and r.notes[-1].startswith("no cached registry model fits this machine")
+
+    # A model asked for by name is never swapped for another.
+    with pytest.raises(DownloadError, match="unreachable"):
+        provision.resolve_model(second.id, **kw)
+
+
+def test_resolved_model_survives_the_handoff_to_a_detached_child(tmp_path):
+    r = provision.ResolvedModel(path=tmp_path / "m.gguf", model_id="qwen2.5-coder:7b:q4_k_m", embedded=False,
+                                instances=2, gpu_layers="999", devices=["gpu1", "gpu0"], notes=["x"], plan=object())
+    back = provision.ResolvedModel.from_json(r.to_json())
+    assert (back.path, back.model_id, back.instances, back.gpu_layers, back.devices) == \
+        (r.path, r.model_id, 2, "999", ["gpu1", "gpu0"])

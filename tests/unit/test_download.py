@@ -64,7 +64,11 @@ def test_download_lands_in_xdg_cache_and_is_verified(hub: HFMimic) -> None:
     assert dl.cached_model_path(REPO, GGUF) == path
     # The blob is named after the LFS sha256 that the mimic advertised in its ETag.
     assert path.resolve().name == hashlib.sha256(data).hexdigest()
-    assert [r.method for r in hub.requests if "/resolve/" in r.path] == ["HEAD", "GET"]
+    # The real sequence: metadata for the revision, HEAD at the Hub (302), GET at the CDN host.
+    seen = [(r.host, r.method, r.path.split("/")[1]) for r in hub.requests if r.path != "/api/agent-harnesses"]
+    assert seen == [("hub", "GET", "api"), ("hub", "HEAD", "acme"), ("cdn", "GET", "cdn")]
+    # The metadata call asked for the LFS sizes and sha256 of the exact revision.
+    assert hub.requests[0].path == f"/api/models/{REPO}/revision/main"
 
 
 def test_interrupted_transfer_resumes_with_range(hub: HFMimic) -> None:
@@ -172,40 +176,105 @@ def test_uncached_offline_gives_clear_error(hub: HFMimic) -> None:
     assert time.monotonic() - started < 5  # no slow retry loop when nothing is cached
 
 
-def test_resolve_with_fallback_prefers_cached_then_embedded(hub: HFMimic, tmp_path: Path) -> None:
-    hub.add_file(REPO, GGUF, b"cached gguf")
-    dl.download_model(REPO, GGUF, progress=False)
-    big = dl.ModelCandidate("acme/big-coder-GGUF", "big.gguf", label="big-coder")
-    small = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
-    embedded = tmp_path / "smollm2.gguf"
-    embedded.write_bytes(b"embedded")
-
-    got = dl.resolve_with_fallback([big, small], embedded)
-    assert got.source == "cached" and got.candidate == small
-    assert got.message == "offline: falling back to cached tiny-coder"
-    assert got.path.read_bytes() == b"cached gguf"
-
-    got = dl.resolve_with_fallback([big], embedded)
-    assert got.source == "embedded" and got.path == embedded
-    assert got.message == "offline: falling back to embedded SmolLM2"
-
-    with pytest.raises(ModelNotFound, match="embedded"):
-        dl.resolve_with_fallback([big], tmp_path / "missing.gguf")
+# --- the Hub as the truth, split files, retries (real-services.md §1) -------------------------------
 
 
-def test_fetch_or_fallback_downloads_or_falls_back(hub: HFMimic, tmp_path: Path) -> None:
-    hub.add_file(REPO, GGUF, b"fresh")
-    embedded = tmp_path / "smollm2.gguf"
-    embedded.write_bytes(b"embedded")
-    cand = dl.ModelCandidate(REPO, GGUF, label="tiny-coder")
+def test_split_gguf_downloads_every_part_fake_hub(hub: HFMimic) -> None:
+    data = os.urandom(300_000)
+    names = hub.publish_split(REPO, GGUF[:-5], data, parts=3)
+    lines: list[str] = []
 
-    got = dl.fetch_or_fallback([cand], embedded, progress=False)
-    assert got.source == "downloaded" and got.path.read_bytes() == b"fresh"
+    first = dl.download_model(REPO, GGUF, progress=False, announce=lines.append)
 
-    other = dl.ModelCandidate("acme/other-GGUF", "other.gguf", label="other")
+    assert first.name == names[0]  # llama-server is given part 1 and finds the rest beside it
+    assert b"".join((first.parent / n).read_bytes() for n in names) == data
+    assert sorted(r.file for r in hub.gets()) == sorted(names)
+    assert "in 3 parts" in lines[0] and str(first.parent) in lines[0]
+    # Cached as a whole: found again without any request.
+    before = hub.count()
+    assert dl.cached_model_path(REPO, GGUF) == first
+    assert dl.download_model(REPO, GGUF, progress=False) == first
+    assert hub.count() == before
+
+
+def test_incomplete_split_in_cache_is_not_a_model_fake_hub(hub: HFMimic) -> None:
+    names = hub.publish_split(REPO, GGUF[:-5], os.urandom(90_000), parts=2)
+    first = dl.download_model(REPO, GGUF, progress=False)
+    (first.parent / names[1]).unlink()
+    assert dl.cached_model_path(REPO, GGUF) is None
+
+
+def test_hub_size_not_registry_size_is_checked_fake_hub(hub: HFMimic) -> None:
+    """The size that counts is the Hub's: a truncated body is refused against it."""
+    data = os.urandom(120_000)
+    hub.add_file(REPO, GGUF, data)
+    hub.truncate(REPO, GGUF, 60_000)
+    with pytest.raises(DownloadError):
+        dl.download_model(REPO, GGUF, progress=False)
+    assert dl.cached_model_path(REPO, GGUF) is None
+
+
+def test_announce_names_file_size_and_destination_fake_hub(hub: HFMimic) -> None:
+    hub.add_file(REPO, GGUF, os.urandom(2_500_000))
+    lines: list[str] = []
+    path = dl.download_model(REPO, GGUF, progress=False, announce=lines.append)
+    assert len(lines) == 1
+    assert GGUF in lines[0] and REPO in lines[0] and "2.50 MB" in lines[0]
+    assert str(path.parent) in lines[0]
+    assert hub.commit(REPO)[:8] in lines[0]
+
+
+@pytest.mark.parametrize(("status", "where"), [(429, "api"), (503, "resolve"), (429, "cdn")])
+def test_retry_after_is_honoured_fake_hub(hub: HFMimic, where: str, status: int) -> None:
+    data = os.urandom(50_000)
+    hub.add_file(REPO, GGUF, data)
+    hub.fail(status, times=2, retry_after=1, where=where)
+
+    began = time.monotonic()
+    path = dl.download_model(REPO, GGUF, progress=False)
+
+    assert path.read_bytes() == data
+    assert time.monotonic() - began >= 2.0  # two waits of Retry-After: 1 (a lower bound only)
+    assert not hub._failures[where] or all(f.times == 0 for f in hub._failures[where])
+
+
+def test_retries_give_up_with_a_clear_error_fake_hub(hub: HFMimic, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.add_file(REPO, GGUF, b"x" * 100)
+    hub.fail(503, times=100, where="api")
+    waits: list[float] = []
+    monkeypatch.setattr(dl.time, "sleep", waits.append)
+    with pytest.raises(DownloadError, match="HTTP 503"):
+        dl.download_model(REPO, GGUF, progress=False)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0]  # backoff doubles without Retry-After
+
+
+def test_parse_retry_after() -> None:
+    assert dl.parse_retry_after("7") == 7.0
+    assert dl.parse_retry_after("100000") == dl.RETRY_AFTER_MAX
+    assert dl.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert dl.parse_retry_after("soon") is None
+    assert dl.parse_retry_after(None) is None
+
+
+def test_resolved_commit_is_recorded_and_reused_offline_fake_hub(hub: HFMimic) -> None:
+    data = os.urandom(20_000)
+    hub.add_file(REPO, GGUF, data)
+    path = dl.download_model(REPO, GGUF, progress=False)
+    root = paths.cache_dir() / "models"
+    ref = root / ("models--" + REPO.replace("/", "--")) / "refs" / "main"
+    assert ref.read_text() == hub.commit(REPO)
+    assert path.parent.name == hub.commit(REPO)
     hub.stop()
-    got = dl.fetch_or_fallback([other, cand], embedded, progress=False)
-    assert got.source == "cached" and got.message == "offline: falling back to cached tiny-coder"
+    assert dl.download_model(REPO, GGUF, progress=False) == path  # no network needed
 
-    got = dl.fetch_or_fallback([other], embedded, progress=False)
-    assert got.source == "embedded" and "embedded SmolLM2" in got.message
+
+def test_damaged_cached_file_is_caught_by_the_recorded_size_fake_hub(hub: HFMimic) -> None:
+    hub.add_file(REPO, GGUF, os.urandom(20_000))
+    path = dl.download_model(REPO, GGUF, progress=False)
+    blob = path.resolve()
+    os.chmod(blob, 0o644)
+    with open(blob, "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(DownloadError, match="expected 20000"):
+        dl.download_model(REPO, GGUF, progress=False)
+    assert dl.cached_model_path(REPO, GGUF) is None

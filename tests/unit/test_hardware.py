@@ -300,3 +300,22 @@ def test_table_and_json_render() -> None:
     assert "RTX 4090" in text and "24.0 GiB VRAM" in text and "compute 8.9" in text
     assert "Budget gpu0" in text and "21.6 GiB" in text
     assert HardwareProfile.from_dict(json.loads(to_json(p))) == p
+
+
+def test_simulated_host_replaces_probing(tmp_path, monkeypatch) -> None:
+    import json
+
+    from localswarm.errors import ConfigError
+    from localswarm.hardware import detect
+    from localswarm.hardware.synthetic import reference_profiles
+
+    ref = reference_profiles()["2x RTX 4090 24 GB"]
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(ref.to_dict()))
+    monkeypatch.setenv("LOCALSWARM_HARDWARE", str(path))
+    got = detect()
+    assert got.kind == ref.kind and got.gpus == ref.gpus and got.ram_total == ref.ram_total
+    assert any("simulated host" in n for n in got.notes)
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="not a hardware profile"):
+        detect()

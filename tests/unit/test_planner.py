@@ -37,7 +37,7 @@ def test_kv_cache_matches_llama_cpp_arithmetic() -> None:
     ref = REG.resolve("qwen2.5-coder:7b:q4_k_m")
     est = estimate_memory(ref, ctx=8192, parallel=1)
     assert est.kv_cache == 8192 * 56 * 1024
-    assert est.weights == 4_680_000_000 and est.source == "registry"
+    assert est.weights == 4_683_073_536 and est.source == "registry"
     two = estimate_memory(ref, ctx=8192, parallel=2)
     assert two.kv_cache == 2 * est.kv_cache
     q8 = estimate_memory(ref, ctx=8192, kv_type="q8_0")

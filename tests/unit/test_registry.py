@@ -56,7 +56,8 @@ def test_known_published_figures() -> None:
     reg = load_registry()
     ref = reg.resolve("qwen2.5-coder:7b:q4_k_m")
     assert ref.file == "qwen2.5-coder-7b-instruct-q4_k_m.gguf"
-    assert ref.quant.size == 4_680_000_000 and not ref.quant.size_estimated
+    assert ref.quant.size == 4_683_073_536 and not ref.quant.size_estimated
+    assert ref.revision == "13fb94bfda8c8cf22497dc57b78f391a9acb426a"
     assert ref.hf_repo == "Qwen/Qwen2.5-Coder-7B-Instruct-GGUF"
     a = ref.variant.arch
     assert (a.layers, a.kv_heads, a.head_dim) == (28, 4, 128)

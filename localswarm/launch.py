@@ -1,0 +1,80 @@
+"""One launch contract for every route: from the resolved model to each instance's argv.
+
+Whatever way the model was chosen (``--model auto``, ``family:size:quant``, ``--interactive``,
+an explicit ``.gguf`` or MLX), :mod:`localswarm.provision` returns a :class:`ResolvedModel`
+carrying the plan's placement, and this module alone turns it into processes:
+
+- the binary: :func:`find_llama_server` (one resolution order for everyone);
+- GPU offload: ``-ngl 999`` when the plan puts instances on a GPU, ``-ngl 0`` on the CPU
+  (never llama-server's own ``auto``, which would offload what we budgeted for RAM);
+- pinning: ``--split-mode none --main-gpu N`` for an instance placed on ``gpuN``;
+- threads: the cores divided among instances (``-t``/``-tb``);
+- slots and context: ``-np parallel``, ``-c ctx_size × parallel``.
+
+``docs/launch.md`` shows the resulting argv on the reference machines, and
+``tests/unit/test_launch_contract.py`` holds every route to it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from localswarm.backends.base import Backend
+from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
+from localswarm.backends.mlx import MlxBackend
+
+if TYPE_CHECKING:
+    from localswarm.config import Settings
+    from localswarm.provision import ResolvedModel
+
+
+def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
+    """The server every instance of ``model`` runs, with the plan's offload."""
+    if model.backend == "mlx":
+        return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
+    return LlamaServerBackend(
+        binary=find_llama_server(settings.llama_server, allow_download=True),
+        model_path=model.path,
+        model_id=model.model_id,
+        ctx_size=settings.ctx_size,
+        parallel=settings.parallel,
+        gpu_layers=model.gpu_layers,
+        extra_args=tuple(settings.extra_args),
+        embeddings=settings.embeddings,
+        pooling=settings.pooling,
+    )
+
+
+def device_args(devices: list[str]) -> list[list[str]]:
+    """Per-instance llama-server flags that pin an instance to one GPU (``gpuN``)."""
+    out = []
+    for dev in devices:
+        if dev.startswith("gpu") and dev[3:].isdigit():
+            out.append(["--split-mode", "none", "--main-gpu", dev[3:]])
+        else:
+            out.append([])
+    return out
+
+
+def instance_count(settings: Settings, model: ResolvedModel) -> int:
+    return settings.instances or model.instances
+
+
+def instance_argvs(settings: Settings, model: ResolvedModel, backend: Backend | None = None, *,
+                   port: int = 0, api_key: str = "") -> list[list[str]]:
+    """The argv each instance is started with (``port``/``api_key`` stand for the real ones).
+
+    The supervisor builds the same thing: ``backend.launch_spec(...)`` plus the instance's
+    pinning flags (:func:`device_args`), with ``threads_per_instance`` threads and seed 1000+i.
+    """
+    from localswarm.supervisor.supervisor import threads_per_instance
+
+    backend = backend or build_backend(settings, model)
+    n = instance_count(settings, model)
+    per = threads_per_instance(n, settings.threads)
+    pins = device_args(model.devices) if model.devices else []
+    out = []
+    for i in range(n):
+        argv = backend.launch_spec(port=port, api_key=api_key, threads=per, seed=1000 + i).argv
+        out.append([*argv, *(pins[i] if i < len(pins) else [])])
+    return out
