@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 import uvicorn
 
-from localswarm import paths, statefile
+from localswarm import access, paths, statefile
 from localswarm.backends.base import Backend
 from localswarm.backends.llama_server import LlamaServerBackend, find_llama_server
 from localswarm.backends.mlx import MlxBackend
@@ -92,8 +92,8 @@ def resolve(settings: Settings, *, interactive: bool = False) -> ResolvedModel:
 def run(settings: Settings, *, model: ResolvedModel | None = None,
         on_ready: Callable[[str], None] | None = None, mcp: bool = False) -> int:
     """Run the swarm in the foreground until SIGINT/SIGTERM. Returns an exit code."""
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
+    access.check_binding(settings)  # a LAN address needs a key, or --insecure-no-auth
+    access.announce_binding(settings)  # ...which is logged loudly at every start
     running = _live_swarm(statefile.read())
     if running:  # one state file per state dir: a second swarm would hide the first from `down`
         raise ConfigError(f"a swarm is already running here (pid {running}); stop it with `localswarm down`, "
@@ -194,10 +194,13 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
     """Start ``localswarm up`` (argv without --detach) in the background; wait until ready."""
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    rotate_if_needed(log_path)  # issue 7: gateway.log.1 .. .3, 10 MiB each
-    with open(log_path, "ab") as log:
+    rotate_if_needed(log_path, settings.log_max_bytes, settings.log_backups)
+    # The child rotates the file itself while it writes (logs.RotatingOutput, `--log-file`);
+    # until it has set that up (imports), its output goes to the same file, created 0600.
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "localswarm", *argv],
+            [sys.executable, "-m", "localswarm", *argv, "--log-file", str(log_path)],
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -242,18 +245,6 @@ def down(timeout: float = 30.0) -> str:
     return f"stopped swarm (pid {pid})"
 
 
-def _client_headers() -> dict[str, str]:
-    """The gateway key, when one is configured, for our own calls to the gateway."""
-    from localswarm.config import load_settings
-    from localswarm.gateway.auth import load_api_key
-
-    try:
-        key = load_api_key(load_settings())
-    except LocalSwarmError:
-        key = None
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
 def gateway_host(host: str) -> str:
     """Where a local client reaches a gateway bound to ``host`` (wildcards → loopback)."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -265,7 +256,7 @@ def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
         return None
     url = f"http://{gateway_host(data['host'])}:{data['port']}/localswarm/status"
     try:
-        resp = httpx.get(url, timeout=timeout, headers=_client_headers())
+        resp = httpx.get(url, timeout=timeout, headers=access.client_headers())
         if resp.status_code == 401:
             return {**data, "unreachable": True, "state": "refusing us (set LOCALSWARM_API_KEY)"}
         return resp.json()
