@@ -21,6 +21,10 @@ class AuthError(FederationError):
         self.reason = reason
 
 
+class ReplyAuthError(AuthError):
+    """A peer's reply failed verification (unsigned, altered, stale, replayed): it is dropped."""
+
+
 class HopLimitError(AuthError):
     """A federated request arrived with too many hops: peers never forward (no loops)."""
 
