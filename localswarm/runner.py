@@ -22,6 +22,7 @@ from localswarm.backends.mlx import MlxBackend
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
+from localswarm.gateway.slowclients import server_options
 from localswarm.logs import rotate_if_needed
 from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
@@ -120,6 +121,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.stop_grace),
         lifespan="on",
+        **server_options(settings),  # slow or oversized request heads: 408/431, connection closed
     )
     server = uvicorn.Server(config)
     pid = os.getpid()
