@@ -32,6 +32,7 @@ __all__ = [
     "GATEWAY",
     "JSONFormatter",
     "KeyValueFormatter",
+    "QueryRedactor",
     "RotatingOutput",
     "iter_tail",
     "log_files",
@@ -121,6 +122,22 @@ def setup_logging(level: str = "info", *, fmt: str = "text", stream: TextIO | No
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler
+
+
+class QueryRedactor(logging.Filter):
+    """Blanks query-string values in uvicorn's access log lines (``/v1/models?api_key=***``).
+
+    The gateway reads its key from headers only, but a client may still put one in the
+    URL; the access log must not keep it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            path, _, query = args[2].partition("?")
+            blanked = "&".join(part.split("=", 1)[0] + "=***" for part in query.split("&"))
+            record.args = (*args[:2], f"{path}?{blanked}", *args[3:])
+        return True
 
 
 def redirect_stdout_handlers() -> int:

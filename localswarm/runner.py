@@ -23,7 +23,7 @@ from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.gateway.app import create_app, timing_from
 from localswarm.gateway.slowclients import server_options
-from localswarm.logs import rotate_if_needed
+from localswarm.logs import QueryRedactor, rotate_if_needed
 from localswarm.provision import ResolvedModel, resolve_model
 from localswarm.supervisor import proc
 from localswarm.supervisor.supervisor import Supervisor
@@ -124,6 +124,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         **server_options(settings),  # slow or oversized request heads: 408/431, connection closed
     )
     server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.access").addFilter(QueryRedactor())  # a key put in a URL never reaches a log
     pid = os.getpid()
     state = {
         "pid": pid,

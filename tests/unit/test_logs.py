@@ -232,3 +232,16 @@ def test_detached_up_gets_a_rotated_log_file(tmp_path, monkeypatch):
     assert done.returncode != 0
     assert (tmp_path / "gateway.log.1").read_text() == "x" * 5000
     assert "nonexistent" in log.read_text() and done.stderr == ""
+
+
+def test_query_redactor_blanks_query_values_in_access_lines():
+    import logging
+
+    from localswarm.logs import QueryRedactor
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/v1/models?api_key=s3cret&x=1&flag", "1.1", 401), None)
+    assert QueryRedactor().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /v1/models?api_key=***&x=***&flag=*** HTTP/1.1" 401'
+    plain = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s %s %s", ("a", "GET", "/health"), None)
+    assert QueryRedactor().filter(plain) and plain.getMessage() == "a GET /health"
