@@ -12,7 +12,8 @@ concurrency slot, for ever. Two guards close that gap:
   a kept-alive one, the client has ``header_timeout`` seconds to finish its request head
   (``CRLF CRLF``) and ``max_header_bytes`` bytes to do it in. Too slow: ``408`` and the
   connection is closed (just closed if it sent nothing); too large: ``431`` and closed.
-  The bytes are counted as they arrive, before the HTTP parser sees them.
+  The bytes are counted as they arrive, before the HTTP parser sees them. A request
+  answered before its body arrived (401, 413) closes the connection.
 - :class:`BodyTimeoutMiddleware` (ASGI) gives the body ``body_timeout`` seconds from the
   moment the head was complete; past that the request is answered ``408`` with
   ``Connection: close`` (OpenAI's error shape). The size of a body is bounded where it
@@ -88,6 +89,12 @@ def guarded_protocol(base: type[asyncio.Protocol], *, header_timeout: float,
 
         def on_response_complete(self) -> None:
             cycle = getattr(self, "cycle", None)
+            if cycle is not None and getattr(cycle, "more_body", False) and not self.transport.is_closing():
+                # Answered before its body arrived (a 401, a 413): the connection cannot carry
+                # another request, and the rest of that body is not worth waiting for.
+                self._awaiting_head = False
+                self._cancel_head_timer()
+                self.transport.close()
             super().on_response_complete()
             # Kept alive and no pipelined request already started: the next head is on the clock.
             if not self.transport.is_closing() and getattr(self, "cycle", None) is cycle:
