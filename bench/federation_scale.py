@@ -102,7 +102,7 @@ def run_size(k: int, *, instances: int, requests: int, work: Path, fake_delay: f
                 proc = h.exec(
                     [sys.executable, "-m", "localswarm", "up", "--federate", "--host", h.ip, "--port", str(PORT),
                      "--instances", str(instances), "--model", str(model), "--llama-server", str(binary),
-                     "--log-level", "warning"],
+                     "--log-level", "warning", "--insecure-no-auth"],  # a throwaway namespace LAN: no client key
                     env={"LOCALSWARM_FEDERATION_SECRET": SECRET, "LOCALSWARM_PEER_TIMEOUT": "20",
                          "LOCALSWARM_PEER_PROBE_INTERVAL": "0.5", "LOCALSWARM_QUORUM": "1.0",
                          "FAKE_REPLIES": json.dumps(replies), "FAKE_DELAY": str(fake_delay)},

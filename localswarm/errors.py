@@ -17,7 +17,7 @@ subclass next to their code (``RegistryError``, ``GGUFFormatError``, ``NetworkUn
      ├── UpstreamError   an instance refused or failed a request
      ├── APIError        answered to the client in OpenAI's shape
      └── FederationError
-          ├── AuthError ── HopLimitError
+          ├── AuthError ── HopLimitError, ReplyAuthError
           ├── ProtocolError (also ValueError)
           └── PeerError ── PeerUnavailable
 """
@@ -132,6 +132,10 @@ class AuthError(FederationError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ReplyAuthError(AuthError):
+    """A peer's reply failed verification (unsigned, altered, stale, replayed): it is dropped."""
 
 
 class HopLimitError(AuthError):

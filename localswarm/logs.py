@@ -2,16 +2,21 @@
 
 Layout under the state directory: ``gateway.log`` (a detached swarm's own output) and
 ``logs/<instance>.log`` (each llama-server's stdout and stderr, appended by the
-supervisor). :func:`rotate_if_needed` keeps ``<name>.log.1`` .. ``<name>.log.N``.
+supervisor). :func:`rotate_if_needed` keeps ``<name>.log.1`` .. ``<name>.log.N``; the
+instance logs rotate when their instance (re)starts, ``gateway.log`` while it is being
+written (:class:`RotatingOutput`, sizes from ``log_max_bytes`` / ``log_backups``).
+Log files are created readable by their owner only (0600).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +32,8 @@ __all__ = [
     "GATEWAY",
     "JSONFormatter",
     "KeyValueFormatter",
+    "QueryRedactor",
+    "RotatingOutput",
     "iter_tail",
     "log_files",
     "redirect_stdout_handlers",
@@ -118,6 +125,22 @@ def setup_logging(level: str = "info", *, fmt: str = "text", stream: TextIO | No
     return handler
 
 
+class QueryRedactor(logging.Filter):
+    """Blanks query-string values in uvicorn's access log lines (``/v1/models?api_key=***``).
+
+    The gateway reads its key from headers only, but a client may still put one in the
+    URL; the access log must not keep it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            path, _, query = args[2].partition("?")
+            blanked = "&".join(part.split("=", 1)[0] + "=***" for part in query.split("&"))
+            record.args = (*args[:2], f"{path}?{blanked}", *args[3:])
+        return True
+
+
 def redirect_stdout_handlers() -> int:
     """Point every log handler that writes to stdout at stderr (stdout carries MCP).
 
@@ -171,6 +194,66 @@ def rotate_if_needed(path: Path | str, max_bytes: int = DEFAULT_MAX_BYTES, backu
             os.replace(src, _backup(path, n + 1))
     os.replace(path, _backup(path, 1))
     return True
+
+
+class RotatingOutput(io.TextIOBase):
+    """This process's stdout and stderr in one file that rotates by size while it is written.
+
+    A detached swarm has no terminal: its Python output (logs, uvicorn's access log, a
+    traceback) goes through :meth:`write`, which rotates the file past ``max_bytes``
+    (``x.log`` → ``x.log.1`` ... ``x.log.N``, see :func:`rotate_if_needed`). File
+    descriptors 1 and 2 are pointed at the current file too (after every rotation), so
+    output written below Python (a C library, a crash dump) lands in it as well.
+    """
+
+    def __init__(self, path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.RLock()
+
+    def install(self) -> RotatingOutput:
+        """Redirect fds 1 and 2 and ``sys.stdout``/``sys.stderr`` here; returns ``self``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rotate_if_needed(self.path, self.max_bytes, self.backups)
+        self._reopen()
+        sys.stdout = sys.stderr = self  # type: ignore[assignment]
+        return self
+
+    def _reopen(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+        finally:
+            os.close(fd)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "replace")
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+            if os.fstat(1).st_size >= self.max_bytes and rotate_if_needed(self.path, self.max_bytes, self.backups):
+                self._reopen()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 # -- reading --------------------------------------------------------------------------------

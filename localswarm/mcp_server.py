@@ -3,7 +3,9 @@
 Five tools: ``get_hardware_info``, ``get_swarm_status``, ``generate_code``,
 ``list_available_models`` and ``get_worker_details``. The swarm tools talk HTTP to a
 gateway: the one named by ``--url``, or else the running swarm found in the state file
-(looked up on every call, so the MCP server may start before the swarm does).
+(looked up on every call, so the MCP server may start before the swarm does). A keyed
+gateway gets the key every client of ours sends (:func:`localswarm.access.client_headers`:
+``$LOCALSWARM_API_KEY`` or the 0600 ``api_key_file``), also resolved on every call.
 
 Entry points: :func:`run_mcp_stdio` (``localswarm mcp``; ``python -m localswarm.mcp_server``)
 and :func:`serve_with_mcp`/:func:`serve_mcp_stdio`, which run inside the event loop of
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from localswarm import __version__, statefile
+from localswarm import __version__, access, statefile
 from localswarm.errors import LocalSwarmError
 
 try:  # mcp >= 2
@@ -81,9 +83,10 @@ class GatewayClient:
     async def request(self, method: str, path: str, *, timeout: float = 10.0, **kwargs: Any) -> Any:
         """One JSON request; errors become RuntimeErrors with the gateway's own message."""
         base = self.url()
+        headers = {**access.client_headers(), **(kwargs.pop("headers", None) or {})}
         try:
             async with httpx.AsyncClient(transport=self._transport, timeout=httpx.Timeout(timeout, connect=5.0)) as c:
-                resp = await c.request(method, base + path, **kwargs)
+                resp = await c.request(method, base + path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise RuntimeError(f"cannot reach the localswarm gateway at {base}: {exc!r}") from None
         if resp.status_code >= 400:

@@ -104,6 +104,10 @@ class Metrics:
             "peer_request_duration_seconds", "Round-trip time of requests to federation peers.",
             ["peer"], namespace=NAMESPACE, buckets=PEER_BUCKETS, registry=r,
         )
+        self.peer_bad_replies = Counter(
+            "peer_bad_replies", "Replies from federation peers dropped because their signature failed "
+            "verification (altered, forged, stale or replayed).", ["peer"], namespace=NAMESPACE, registry=r,
+        )
         self._upstream = _UpstreamCollector()
         r.register(_InstanceCollector(self))
         r.register(self._upstream)
@@ -136,6 +140,10 @@ class Metrics:
     def observe_peer_latency(self, peer: str, seconds: float) -> None:
         """One request to ``peer`` (its table key, e.g. ``host:port``) took ``seconds``."""
         self.peer_latency.labels(peer=peer).observe(seconds)
+
+    def count_peer_bad_reply(self, peer: str) -> None:
+        """A reply from ``peer`` failed verification and was dropped."""
+        self.peer_bad_replies.labels(peer=peer).inc()
 
     # -- scraping ---------------------------------------------------------------------------
     async def refresh_upstream(self, client: httpx.AsyncClient, *, timeout: float = SCRAPE_TIMEOUT) -> None:

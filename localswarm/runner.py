@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
-from localswarm import paths, statefile
+from localswarm import access, paths, statefile
 from localswarm.config import Settings
 from localswarm.errors import ConfigError, LocalSwarmError
 from localswarm.hosts import client_host
-from localswarm.logs import rotate_if_needed
+from localswarm.logs import QueryRedactor, rotate_if_needed
 from localswarm.supervisor import proc
 
 # What only `up` needs (the gateway, uvicorn, numpy, zeroconf...) is imported where it is
@@ -101,11 +101,12 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     import uvicorn
 
     from localswarm.gateway.app import create_app
+    from localswarm.gateway.slowclients import server_options
     from localswarm.launch import build_backend, device_args
     from localswarm.supervisor.supervisor import Supervisor
 
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("the gateway listens on %s: it is reachable from the network", settings.host)
+    access.check_binding(settings)  # a LAN address needs a key, or --insecure-no-auth
+    access.announce_binding(settings)  # ...which is logged loudly at every start
     preflight(settings)
     if model is None:  # the plan is logged as it is made, before any download
         model = resolve(settings, say=lambda note: logger.info("%s", note))
@@ -127,8 +128,10 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.stop_grace),
         lifespan="on",
+        **server_options(settings),  # slow or oversized request heads: 408/431, connection closed
     )
     server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.access").addFilter(QueryRedactor())  # a key put in a URL never reaches a log
     pid = os.getpid()
     state = {
         "pid": pid,
@@ -208,10 +211,13 @@ def detach(argv: list[str], settings: Settings, *, timeout: float | None = None,
         env = {**(env or {}), RESOLVED_ENV: model.to_json()}
     log_path = paths.state_dir() / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    rotate_if_needed(log_path)  # issue 7: gateway.log.1 .. .3, 10 MiB each
-    with open(log_path, "ab") as log:
+    rotate_if_needed(log_path, settings.log_max_bytes, settings.log_backups)
+    # The child rotates the file itself while it writes (logs.RotatingOutput, `--log-file`);
+    # until it has set that up (imports), its output goes to the same file, created 0600.
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "localswarm", *argv],
+            [sys.executable, "-m", "localswarm", *argv, "--log-file", str(log_path)],
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -257,18 +263,6 @@ def down(timeout: float = 30.0) -> str:
     return f"stopped swarm (pid {pid})"
 
 
-def _client_headers() -> dict[str, str]:
-    """The gateway key, when one is configured, for our own calls to the gateway."""
-    from localswarm.config import load_settings
-    from localswarm.gateway.auth import load_api_key
-
-    try:
-        key = load_api_key(load_settings())
-    except LocalSwarmError:
-        key = None
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
 def gateway_host(host: str) -> str:
     """Where a local client reaches a gateway bound to ``host`` (wildcards → loopback)."""
     return client_host(host)
@@ -280,7 +274,7 @@ def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
         return None
     url = f"{statefile.gateway_url(data)}/localswarm/status"
     try:
-        resp = httpx.get(url, timeout=timeout, headers=_client_headers())
+        resp = httpx.get(url, timeout=timeout, headers=access.client_headers())
         if resp.status_code == 401:
             return {**data, "unreachable": True, "state": "refusing us (set LOCALSWARM_API_KEY)"}
         return resp.json()

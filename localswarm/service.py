@@ -5,6 +5,12 @@ manager is the one that keeps it alive) and restarts it when it fails. Stopping 
 service stops the supervisor, which drains and stops its llama-servers; the manager's
 own kill of the whole process group/cgroup is the backstop.
 
+Secrets never reach a command line or a world-readable file: ``install`` refuses a
+secret among the ``up`` arguments, and secret environment variables (``LOCALSWARM_API_KEY``,
+``LOCALSWARM_FEDERATION_SECRET``...) go to a 0600 ``EnvironmentFile`` the systemd unit
+names (the unit itself stays 0644 and secret-free), or into the launchd plist, which is
+then written 0600.
+
 ``install`` and ``uninstall`` call ``systemctl``/``launchctl`` when they can. Where they
 can't (no systemd as PID 1 in a container, no user bus over ssh, the tool is missing),
 the file is still written and the commands the user must run are printed instead.
@@ -34,6 +40,7 @@ __all__ = [
     "ServiceKind",
     "default_command",
     "default_kind",
+    "env_file_path",
     "install",
     "print_unit",
     "render_launchd_plist",
@@ -57,9 +64,20 @@ LAUNCHD_LABEL = "dev.localswarm"
 DEFAULT_STOP_GRACE_S = 10.0
 _STOP_MARGIN_S = 15
 
-# A name that looks like a secret makes the unit file private (0600), since
-# Environment= lines are readable by anyone who can read the file.
+# A variable or option whose name looks like a secret (and does not just name a file).
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for ``LOCALSWARM_API_KEY``, ``--api-key``, ``HF_TOKEN``...; not for ``..._FILE`` / ``--...-file``."""
+    upper = name.strip().lstrip("-").upper().replace("-", "_")
+    return any(marker in upper for marker in _SECRET_MARKERS) and not upper.endswith("_FILE")
+
+
+def split_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain, secret) variables: secrets go to a file only the service's owner can read."""
+    plain = {k: v for k, v in env.items() if not is_secret_name(k)}
+    return plain, {k: v for k, v in env.items() if is_secret_name(k)}
 
 Echo = Callable[[str], None]
 
@@ -125,6 +143,14 @@ def _check_args(args: Sequence[str]) -> list[str]:
         raise ConfigError(
             "the service runs `localswarm up` in the foreground under its manager: drop --detach"
         )
+    for arg in args:
+        if arg.startswith("--") and is_secret_name(arg.split("=", 1)[0]):
+            raise ConfigError(
+                f"{arg.split('=', 1)[0]} would put a secret on the service's command line (visible in `ps` "
+                "and in the unit file): export it instead (LOCALSWARM_API_KEY=..., LOCALSWARM_FEDERATION_SECRET=...)"
+                " and run `localswarm service install` again; it is written to a file only you can read, "
+                "or pass a 0600 file with --api-key-file"
+            )
     return args
 
 
@@ -171,16 +197,20 @@ def render_systemd_unit(
     env: Mapping[str, str] | None = None,
     user: str | None = None,
     stop_timeout_s: int | None = None,
+    env_file: str | os.PathLike[str] | None = None,
 ) -> str:
     """The text of ``localswarm.service``.
 
     ``args`` follow ``exec_path`` on ``ExecStart=``. A system unit (``system=True``) runs
     as ``user`` when one is given (``User=``), and is wanted by ``multi-user.target``; a
-    user unit is wanted by ``default.target``.
+    user unit is wanted by ``default.target``. ``env`` must hold no secret: those live in
+    ``env_file`` (``EnvironmentFile=``, see :func:`render_env_file`).
     """
     args = _check_args(args)
     env = dict(env or {})
     _check_env(env)
+    if split_env(env)[1]:
+        raise ConfigError(f"secrets belong in the EnvironmentFile, not in the unit: {sorted(split_env(env)[1])}")
     timeout = stop_timeout_s if stop_timeout_s is not None else _stop_timeout(env)
     command = " ".join(_systemd_quote_exec(a) for a in [os.fspath(exec_path), *args])
 
@@ -200,6 +230,8 @@ def render_systemd_unit(
         unit.append(f"User={user}")
     unit.append(f"ExecStart={command}")
     unit += [f"Environment={_systemd_quote_env(k, v)}" for k, v in env.items()]
+    if env_file is not None:
+        unit.append(f"EnvironmentFile={_systemd_escape_specifiers(os.fspath(env_file))}")
     unit += [
         "Restart=on-failure",
         "RestartSec=5",
@@ -216,6 +248,24 @@ def render_systemd_unit(
         "",
     ]
     return "\n".join(unit)
+
+
+def render_env_file(env: Mapping[str, str]) -> str:
+    """An ``EnvironmentFile=`` (systemd.exec(5)): one ``KEY='value'`` per line.
+
+    Single quotes keep a value literal (spaces, ``$``, ``\\``, ``"``); a value holding a
+    single quote is double-quoted with ``\\``, ``"``, ``$`` and backquote escaped. The file
+    is read by the service manager, written 0600 by :func:`install`.
+    """
+    _check_env(env)
+    lines = [f"# Secrets of the localswarm service (written by `localswarm service install`). Keep it 0600."]
+    for key, value in env.items():
+        if "'" not in value:
+            lines.append(f"{key}='{value}'")
+        else:
+            escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+            lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"
 
 
 # --- launchd ---------------------------------------------------------------------------
@@ -295,6 +345,19 @@ def unit_path(
     return _reroot(path, root)
 
 
+def env_file_path(system: bool = False, *, root: Path | None = None) -> Path:
+    """Where the systemd unit's 0600 ``EnvironmentFile`` (the service's secrets) lives:
+    ``/etc/localswarm/service.env`` for a system unit, else
+    ``$XDG_CONFIG_HOME/localswarm/service.env`` (``~/.config`` by default)."""
+    if system:
+        path = Path("/etc/localswarm/service.env")
+    else:
+        config = os.environ.get("XDG_CONFIG_HOME")
+        base = Path(config) if config and Path(config).is_absolute() else _home() / ".config"
+        path = base / "localswarm" / "service.env"
+    return _reroot(path, root)
+
+
 def _log_dir(system: bool, root: Path | None) -> Path:
     path = (
         Path("/Library/Logs/localswarm") if system else _home() / "Library" / "Logs" / "localswarm"
@@ -330,25 +393,28 @@ def _render(
     exec_path: str | os.PathLike[str] | None,
     env: Mapping[str, str] | None,
     user: str | None,
-) -> bytes:
+) -> tuple[bytes, dict[str, str]]:
+    """The unit (or plist) and the secrets that go beside it (systemd: the EnvironmentFile)."""
     if exec_path is None:
         exe, lead = default_command()
     else:
         exe, lead = os.fspath(exec_path), []
-    args = [*lead, "up", *up_args]
+    args = [*lead, "up", *_check_args(up_args)]
     env = service_env() if env is None else env
     user = _service_user(system) if user is None else user
     if kind == "systemd":
-        return render_systemd_unit(
-            system=system, exec_path=exe, args=args, env=env, user=user
-        ).encode()
-    return render_launchd_plist(
+        plain, secret = split_env(env)
+        env_file = env_file_path(system) if secret else None  # the path as the manager sees it
+        unit = render_systemd_unit(system=system, exec_path=exe, args=args, env=plain, user=user, env_file=env_file)
+        return unit.encode(), secret
+    plist = render_launchd_plist(
         exec_path=exe,
         args=args,
         env=env,
         log_dir=_log_dir(system, root),
         user=user if system else None,
     )
+    return plist, {}
 
 
 def print_unit(
@@ -368,7 +434,7 @@ def print_unit(
     ``service_env()``.
     """
     kind = _kind(kind)
-    data = _render(
+    data, _ = _render(
         kind, system=system, root=root, up_args=up_args, exec_path=exec_path, env=env, user=user
     )
     return data.decode()
@@ -414,8 +480,12 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.chmod(tmp, mode)
+        tmp.unlink(missing_ok=True)
+        # Created with its final mode: a secret is never readable by others, not even for a moment.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)  # the umask may have taken bits away from a 0644 file
         os.replace(tmp, path)
     except PermissionError as exc:
         raise ServiceError(
@@ -423,10 +493,10 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         ) from exc
 
 
-def _file_mode(env: Mapping[str, str] | None) -> int:
+def _file_mode(kind: ServiceKind, env: Mapping[str, str] | None) -> int:
+    # A plist carries every variable, secrets included: then only its owner may read it.
     env = service_env() if env is None else env
-    secret = any(marker in key.upper() for key in env for marker in _SECRET_MARKERS)
-    return 0o600 if secret else 0o644
+    return 0o600 if kind == "launchd" and split_env(env)[1] else 0o644
 
 
 def install(
@@ -453,10 +523,14 @@ def install(
     echo = echo or _echo_default
     manage = root is None if manage is None else manage
     path = unit_path(kind, system=system, root=root)
-    data = _render(
+    data, secrets = _render(
         kind, system=system, root=root, up_args=up_args, exec_path=exec_path, env=env, user=user
     )
+    env_file = env_file_path(system, root=root)
+    env_text = render_env_file(secrets).encode() if secrets else None
     previous = path.read_bytes() if path.is_file() else None
+    if env_file.is_file() and env_file.read_bytes() != env_text:
+        previous = previous or b""  # new secrets: a running service must restart to see them
 
     if kind == "systemd":
         commands = [
@@ -474,6 +548,8 @@ def install(
     if dry_run:
         echo(f"would write {path}:")
         echo(data.decode())
+        if secrets:
+            echo(f"and, readable by its owner only (0600), {env_file} with: {', '.join(sorted(secrets))}")
         echo("and run:")
         for cmd in commands:
             echo(f"  {shlex.join(cmd)}")
@@ -482,7 +558,12 @@ def install(
     if kind == "launchd":
         # launchd opens the log files but does not create their directory.
         _log_dir(system, root).mkdir(parents=True, exist_ok=True)
-    _write(path, data, _file_mode(env))
+    if env_text is not None:
+        _write(env_file, env_text, 0o600)  # before the unit that names it
+        echo(f"wrote {env_file} (0600): {', '.join(sorted(secrets))}")
+    elif env_file.is_file():
+        env_file.unlink()
+    _write(path, data, _file_mode(kind, env))
     echo(f"wrote {path}")
     if manage:
         _run_commands(commands, echo)
@@ -534,6 +615,10 @@ def uninstall(
         _run_commands(before, echo)
     try:
         path.unlink()
+        env_file = env_file_path(system, root=root)
+        if kind == "systemd" and env_file.is_file():
+            env_file.unlink()
+            echo(f"removed {env_file}")
     except PermissionError as exc:
         raise ServiceError(
             f"Cannot remove {path}: {exc.strerror} (a system service needs sudo)"

@@ -9,6 +9,14 @@ signature in constant time, refuses timestamps outside a ±30 s window and refus
 it has already seen (a bounded, expiring replay cache). A hop header caps forwarding: a
 peer answers a federated request from its local swarm and never fans it out again.
 
+Replies to an authenticated request are signed by the same scheme, with the request's
+nonce bound in, so a reply cannot be forged, altered, or moved onto another request::
+
+    REPLY \n STATUS \n REQUEST_NONCE \n TIMESTAMP \n NONCE \n sha256(body) hex
+
+:class:`FederationAuth` (the client side) checks it on every 2xx reply and raises
+:class:`~localswarm.federation.errors.ReplyAuthError` when it fails: the reply is dropped.
+
 The secret comes from ``LOCALSWARM_FEDERATION_SECRET`` or from a file that only its owner
 can read (mode 0600); a file readable by group or others is refused.
 """
@@ -17,10 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
-import stat
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Mapping
@@ -28,7 +34,8 @@ from pathlib import Path
 
 import httpx
 
-from localswarm.federation.errors import AuthError, HopLimitError, SecretError
+from localswarm.access import is_loopback, read_secret_file, same_secret
+from localswarm.federation.errors import AuthError, HopLimitError, ReplyAuthError, SecretError
 
 __all__ = [
     "ENV_SECRET",
@@ -46,7 +53,9 @@ __all__ = [
     "load_secret",
     "resolve_secret",
     "sign",
+    "sign_reply",
     "verify",
+    "verify_reply",
 ]
 
 ENV_SECRET = "LOCALSWARM_FEDERATION_SECRET"
@@ -78,19 +87,8 @@ def load_secret(
         return _check_length(value.strip(), f"${ENV_SECRET}")
     if path is None:
         return None
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise SecretError(f"federation secret file {p} does not exist") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretError(f"federation secret file {p} is not a regular file")
-    if st.st_mode & 0o077:
-        raise SecretError(
-            f"federation secret file {p} has mode {stat.S_IMODE(st.st_mode):04o}; it must "
-            f"be readable by its owner only: run `chmod 600 {p}`"
-        )
-    return _check_length(p.read_text(encoding="utf-8").strip(), str(p))
+    value = read_secret_file(path, "federation secret file", error=SecretError)
+    return _check_length(value, str(Path(path).expanduser()))
 
 
 def _check_length(value: str, origin: str) -> bytes:
@@ -114,21 +112,12 @@ def resolve_secret(
     no secret is configured.
     """
     secret = load_secret(path, environ=environ)
-    if secret is None and not _is_loopback(bind_host):
+    if secret is None and not is_loopback(bind_host):
         raise SecretError(
             f"federation on {bind_host} needs a shared secret: set ${ENV_SECRET} or pass a "
             "0600 secret file, with the same value on every machine"
         )
     return secret
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _canonical(method: str, target: str, timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -249,31 +238,97 @@ def verify(
             f"stale or future timestamp ({wall - ts_value:+.0f} s off, window ±{window_s:.0f} s): check the clocks"
         )
     expected = _signature(secret, _canonical(method, path, ts, nonce, body))
-    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
+    if not same_secret(sig, expected):
         raise AuthError("bad signature: the peers do not share the same federation secret")
     if not replay_cache.check_and_add(nonce):
         raise AuthError("replayed request: nonce already used")
 
 
+def _reply_canonical(status: int, request_nonce: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join(("REPLY", str(int(status)), request_nonce, timestamp, nonce, digest)).encode("utf-8")
+
+
+def sign_reply(
+    status: int,
+    request_nonce: str,
+    body: bytes,
+    secret: bytes,
+    *,
+    timestamp: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The headers that authenticate one reply (status and body) to the request that had ``request_nonce``."""
+    ts = str(int(time.time() if timestamp is None else timestamp))
+    nonce = nonce or secrets.token_hex(16)
+    sig = _signature(secret, _reply_canonical(status, request_nonce, ts, nonce, body))
+    return {HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce, HEADER_SIGNATURE: sig}
+
+
+def verify_reply(
+    status: int,
+    request_nonce: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: bytes,
+    replay_cache: ReplayCache,
+    *,
+    now: float | None = None,
+    window_s: float = TIMESTAMP_WINDOW_S,
+) -> None:
+    """Check a reply's signature, timestamp and nonce; raise :class:`ReplyAuthError` if bad."""
+    ts = _header(headers, HEADER_TIMESTAMP)
+    nonce = _header(headers, HEADER_NONCE)
+    sig = _header(headers, HEADER_SIGNATURE)
+    if not ts or not nonce or not sig:
+        raise ReplyAuthError("unsigned reply: missing x-localswarm-timestamp, -nonce or -signature header")
+    if len(nonce) > 128:
+        raise ReplyAuthError("reply nonce too long")
+    try:
+        ts_value = int(ts)
+    except ValueError:
+        raise ReplyAuthError(f"invalid reply timestamp {ts!r}") from None
+    wall = time.time() if now is None else now
+    if abs(wall - ts_value) > window_s:
+        raise ReplyAuthError(
+            f"stale or future reply timestamp ({wall - ts_value:+.0f} s off, window ±{window_s:.0f} s): check the clocks"
+        )
+    expected = _signature(secret, _reply_canonical(status, request_nonce, ts, nonce, body))
+    if not same_secret(sig, expected):
+        raise ReplyAuthError("bad reply signature: altered on the way, or not from a peer holding the secret")
+    if not replay_cache.check_and_add(nonce):
+        raise ReplyAuthError("replayed reply: nonce already used")
+
+
 class FederationAuth(httpx.Auth):
-    """Signs every outgoing request and marks it as one federation hop.
+    """Signs every outgoing request, marks it as one federation hop, and checks the reply.
 
     Usage: ``httpx.AsyncClient(auth=FederationAuth(secret, node_id=...))``. With
     ``secret=None`` it only adds the hop (and node) headers, for loopback-only setups.
+    With a secret, a 2xx reply must carry a valid reply signature bound to this
+    request's nonce, else :class:`ReplyAuthError` is raised from the request call.
     """
 
     requires_request_body = True
+    requires_response_body = True
 
     def __init__(self, secret: bytes | None, *, node_id: str | None = None) -> None:
         self.secret = secret
         self.node_id = node_id
+        self.replies = ReplayCache(max_size=2_000)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Add hop, node and signature headers to ``request``."""
         request.headers[HEADER_HOPS] = str(MAX_HOPS)
         if self.node_id:
             request.headers[HEADER_NODE] = self.node_id
-        if self.secret is not None:
-            target = request.url.raw_path.decode("ascii")
-            request.headers.update(sign(request.method, target, request.content, self.secret))
-        yield request
+        if self.secret is None:
+            yield request
+            return
+        target = request.url.raw_path.decode("ascii")
+        signed = sign(request.method, target, request.content, self.secret)
+        request.headers.update(signed)
+        response = yield request
+        if 200 <= response.status_code < 300:
+            verify_reply(response.status_code, signed[HEADER_NONCE], response.headers, response.content,
+                         self.secret, self.replies)

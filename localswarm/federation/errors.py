@@ -9,8 +9,9 @@ from localswarm.errors import (
     PeerError,
     PeerUnavailable,
     ProtocolError,
+    ReplyAuthError,
     SecretError,
 )
 
 __all__ = ["AuthError", "FederationError", "HopLimitError", "PeerError", "PeerUnavailable", "ProtocolError",
-           "SecretError"]
+           "ReplyAuthError", "SecretError"]

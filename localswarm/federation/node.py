@@ -285,6 +285,7 @@ class Federation:
             backoff_base_s=1.0,
             backoff_max_s=60.0,
             on_latency=state.metrics.observe_peer_latency if state.metrics else None,
+            on_bad_reply=state.metrics.count_peer_bad_reply if state.metrics else None,
         )
         self.coordinator = GatewayCoordinator(state, node_id=self.node_id, name=self.name, auth=secret is not None,
                                               hw=self.discovery.advert.hw)

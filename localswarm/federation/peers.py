@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from localswarm.federation.auth import FederationAuth
-from localswarm.federation.errors import PeerError, PeerUnavailable, ProtocolError
+from localswarm.federation.errors import PeerError, PeerUnavailable, ProtocolError, ReplyAuthError
 from localswarm.federation.protocol import HealthReply, InfoReply, VoteReply, VoteRequest
 
 __all__ = ["PeerClient", "PeerHealth", "PeerState"]
@@ -102,10 +102,13 @@ class PeerClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_latency: Callable[[str, float], None] | None = None,
+        on_bad_reply: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id = node_id
         self.on_latency = on_latency  # (peer url, seconds) of each successful call, e.g. for metrics
+        self.on_bad_reply = on_bad_reply  # (peer url) of each reply dropped for failing verification
+        self.bad_replies = 0
         self.vote_timeout_s = vote_timeout_s
         self.health = PeerHealth(
             failure_threshold=failure_threshold, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s
@@ -172,6 +175,12 @@ class PeerClient:
             raise self._failed(f"timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise self._failed(f"unreachable ({type(exc).__name__}: {exc})") from exc
+        except ReplyAuthError as exc:  # altered, forged or replayed on the way: dropped, counted
+            self.bad_replies += 1
+            logger.warning("dropped a reply from peer %s: %s", self.base_url, exc.reason)
+            if self.on_bad_reply:
+                self.on_bad_reply(self.base_url)
+            raise self._failed(f"reply failed verification: {exc.reason}") from exc
         latency = time.perf_counter() - start
         if response.status_code != 200:
             detail = response.text[:200]

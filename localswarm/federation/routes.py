@@ -3,7 +3,9 @@
 The gateway mounts ``federation_routes(coordinator, secret=...)`` only when federation is
 enabled; otherwise the endpoints do not exist. Every request is checked for the hop limit
 and, when a secret is configured, for a valid signature, a fresh timestamp and an unseen
-nonce. A vote runs on the local swarm only: a federated request is never forwarded.
+nonce; the reply to an authenticated request is then signed too, bound to the request's
+nonce (:func:`~localswarm.federation.auth.sign_reply`). A vote runs on the local swarm
+only: a federated request is never forwarded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from localswarm.federation.auth import HEADER_NODE, ReplayCache, check_hops, verify
+from localswarm.federation.auth import HEADER_NODE, HEADER_NONCE, ReplayCache, check_hops, sign_reply, verify
 from localswarm.federation.errors import AuthError, HopLimitError, ProtocolError
 from localswarm.federation.peers import HEALTH_PATH, INFO_PATH, VOTE_PATH
 from localswarm.federation.protocol import HealthReply, InfoReply, VoteReply, VoteRequest
@@ -83,6 +85,13 @@ def federation_routes(
             return _error(status, "federation_auth", exc.reason)
         return None
 
+    def signed(request: Request, response: Response) -> Response:
+        """``response`` with the reply signature bound to the (authenticated) request's nonce."""
+        if secret is not None:
+            nonce = request.headers.get(HEADER_NONCE, "")
+            response.headers.update(sign_reply(response.status_code, nonce, bytes(response.body), secret))
+        return response
+
     async def read_body(request: Request) -> bytes | Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -105,22 +114,22 @@ def federation_routes(
         try:
             vote_request = VoteRequest.from_dict(json.loads(body))
         except (ValueError, ProtocolError) as exc:
-            return _error(400, "invalid_request", str(exc))
+            return signed(request, _error(400, "invalid_request", str(exc)))
         chat = {**vote_request.request, "stream": False}
         try:
             reply = await coordinator.local_vote(chat)
         except Exception as exc:  # the peer reports failure; the coordinator falls back
             logger.exception("local vote for federated request %s (from %s) failed",
                              vote_request.request_id, request.headers.get(HEADER_NODE, "?"))
-            return _error(503, "vote_failed", f"{type(exc).__name__}: {exc}")
+            return signed(request, _error(503, "vote_failed", f"{type(exc).__name__}: {exc}"))
         if not reply.request_id:
             reply = dataclasses.replace(reply, request_id=vote_request.request_id)
-        return JSONResponse(reply.to_dict())
+        return signed(request, JSONResponse(reply.to_dict()))
 
     async def info(request: Request) -> Response:
         body = await read_body(request)
         refused = body if isinstance(body, Response) else await authenticate(request, body)
-        return refused or JSONResponse(coordinator.info().to_dict())
+        return refused or signed(request, JSONResponse(coordinator.info().to_dict()))
 
     async def health(request: Request) -> Response:
         body = await read_body(request)
@@ -136,7 +145,7 @@ def federation_routes(
             node = coordinator.info()
             reply = HealthReply(node_id=node.node_id, status="ok", ready_instances=node.instances,
                                 instances=node.instances)
-        return JSONResponse(reply.to_dict(), status_code=200 if reply.status != "down" else 503)
+        return signed(request, JSONResponse(reply.to_dict(), status_code=200 if reply.status != "down" else 503))
 
     return [
         Route(VOTE_PATH, vote, methods=["POST"], name="federation_vote"),

@@ -22,6 +22,7 @@ from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
 from localswarm.gateway.counters import RequestCounters
 from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
+from localswarm.gateway.slowclients import BodyTimeoutMiddleware
 from localswarm.gateway.state import GatewayState
 from localswarm.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from localswarm.supervisor.instance import InstanceTiming
@@ -90,6 +91,9 @@ def create_app(
     # Outermost of all, so 401s and 429s are counted too (issue 7).
     # HopGuard records x-localswarm-hops, so a federated request is never fanned out again.
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(HopGuard)]
+    # A body that never ends gets 408 and a closed connection (the head's own deadline is
+    # the server protocol's: slowclients.server_options, passed to uvicorn by runner.run).
+    middleware.append(Middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout))
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],

@@ -1,61 +1,35 @@
 """Optional gateway API key (issue 5): ``Authorization: Bearer <key>`` or ``X-Api-Key``.
 
-The key comes from ``api_key`` (flag ``--api-key`` or ``LOCALSWARM_API_KEY``) or from a
-file only its owner can read (``api_key_file`` / ``LOCALSWARM_API_KEY_FILE``). Keys are
-compared in constant time (on their SHA-256, so the length does not leak either).
-``/health``, ``/v1/health`` and ``/openapi.json`` stay open; federation routes carry their
-own HMAC authentication and are left to it.
+The key comes from ``$LOCALSWARM_API_KEY`` or from a file only its owner can read
+(``api_key_file`` / ``$LOCALSWARM_API_KEY_FILE``), see :mod:`localswarm.access`; it is
+compared in constant time (:func:`localswarm.access.same_secret`). A key in the query
+string is never looked at. ``/health``, ``/v1/health`` and ``/openapi.json`` stay open;
+federation routes carry their own HMAC authentication and are left to it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import stat
-from pathlib import Path
 from typing import Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localswarm.config import Settings
-from localswarm.errors import ConfigError
+from localswarm.access import load_api_key, same_secret
 from localswarm.gateway.errors import APIError
+
+__all__ = ["OPEN_PATHS", "APIKeyMiddleware", "load_api_key", "presented_key"]
 
 OPEN_PATHS = frozenset({"/health", "/v1/health", "/openapi.json"})
 OPEN_PREFIXES = ("/v1/federation/",)
 
 
-def load_api_key(settings: Settings) -> str | None:
-    """The key clients must present, or None when the gateway is open."""
-    if settings.api_key:
-        return settings.api_key.strip() or None
-    if not settings.api_key_file:
-        return None
-    path = Path(settings.api_key_file).expanduser()
-    try:
-        info = path.stat()
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
-    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the API key file {path} is readable by others: run `chmod 600 {path}`")
-    if not text:
-        raise ConfigError(f"the API key file {path} is empty")
-    return text
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-
-
 def presented_key(headers: Headers) -> str:
-    auth = headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key", "")
+    """The key a request carries: ``Authorization: Bearer <key>`` (scheme in any case,
+    any whitespace around the token ignored; the token itself is compared exactly) or ``X-Api-Key``."""
+    parts = headers.get("authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer" and parts[1].strip():
+        return parts[1].strip()
+    return headers.get("x-api-key", "").strip()
 
 
 class APIKeyMiddleware:
@@ -63,7 +37,7 @@ class APIKeyMiddleware:
 
     def __init__(self, app: ASGIApp, *, key: str, on_reject: Callable[[], None] | None = None) -> None:
         self.app = app
-        self.digest = _digest(key)
+        self.key = key
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,7 +45,7 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         presented = presented_key(Headers(scope=scope))
-        if presented and hmac.compare_digest(_digest(presented), self.digest):
+        if presented and same_secret(presented, self.key):
             await self.app(scope, receive, send)
             return
         if self.on_reject:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from localswarm.gateway.chat import chat_completions
 from localswarm.gateway.completions import completions
 from localswarm.gateway.embeddings import embeddings
+from localswarm.gateway.errors import APIError
 from localswarm.gateway.openapi import openapi_schema
 from localswarm.gateway.state import gateway_state
 
@@ -38,10 +39,20 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+def _plain_name(name: str) -> bool:
+    """A model name, not a path trick: no ``.``/``..`` or empty segment, no backslash or control character."""
+    segments = name.split("/")
+    return bool(name) and all(seg not in ("", ".", "..") for seg in segments) and not any(
+        c == "\\" or ord(c) < 32 or ord(c) == 127 for c in name)
+
+
 async def model(request: Request) -> Response:
-    """Any model id resolves to the swarm: clients may name it whatever they like."""
+    """Any model id resolves to the swarm: clients may name it whatever they like (but not a path)."""
     state = gateway_state(request)
-    return JSONResponse(_model(request.path_params["model_id"], int(state.started_at), state.model_id))
+    model_id = request.path_params["model_id"]
+    if not _plain_name(model_id):
+        raise APIError(404, f"The model {model_id!r} does not exist.", code="model_not_found")
+    return JSONResponse(_model(model_id, int(state.started_at), state.model_id))
 
 
 async def status(request: Request) -> Response:

@@ -72,7 +72,8 @@ def nodes(real_llama: tuple[str, str], tmp_path: Path) -> Iterator[list[Node]]:
                 proc = h.exec(
                     [sys.executable, "-m", "localswarm", "up", "--federate", "--host", h.ip, "--port", str(PORT),
                      "--instances", "1", "--threads", "1", "--model", "embedded", "--ctx-size", "1024",
-                     "--parallel", "1", "--llama-server", real_llama[0]],
+                     "--parallel", "1", "--llama-server", real_llama[0],
+                     "--insecure-no-auth"],  # clients of this throwaway namespace LAN send no key
                     env={"LOCALSWARM_FEDERATION_SECRET": SECRET, "LOCALSWARM_PEER_TIMEOUT": str(PEER_TIMEOUT_S),
                          "LOCALSWARM_PEER_PROBE_INTERVAL": "0.5"},
                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,

@@ -159,3 +159,41 @@ def test_install_sh_in_a_clean_prefix(tmp_path: Path) -> None:
             assert Path(found.stdout.strip()).resolve() == server.resolve()
     else:
         assert "skipping the backend" in done.stdout, log
+
+
+def test_install_sh_outside_a_checkout_installs_a_verified_release_wheel(tmp_path: Path) -> None:
+    """install.sh on its own (as downloaded) installs a wheel of this project only after checking its
+    sha256; the wheel is this checkout built with `pip wheel` and served from a file:// URL."""
+    import hashlib
+
+    if shutil.which("sh") is None:
+        pytest.skip("no POSIX sh")
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
+         str(REPO)], capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = dist.glob("localswarm-*.whl")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    script = tmp_path / "dl" / "install.sh"
+    script.parent.mkdir()
+    shutil.copy(SCRIPT, script)
+    prefix, bindir, home = tmp_path / "prefix", tmp_path / "bin", tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["HOME"] = str(home)
+    env["PIP_CACHE_DIR"] = _pip("cache", "dir").strip() or str(Path.home() / ".cache" / "pip")
+    cmd = ["sh", str(script), "--wheel-url", wheel.as_uri(), "--sha256", sha, "--prefix", str(prefix),
+           "--bin-dir", str(bindir), "--python", sys.executable, "--no-backend", "--no-model"]
+    done = _run(cmd, env, timeout=600)
+    log = f"$ {' '.join(cmd)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    assert done.returncode == 0, log
+    assert f"sha256 verified: {sha}" in done.stdout and f"installing localswarm from {wheel.name}" in done.stdout
+    vpy = prefix / "venv" / "bin" / "python"
+    shown = _run([str(vpy), "-m", "pip", "show", "-f", "localswarm"], env)
+    assert shown.returncode == 0 and "Editable project location" not in shown.stdout, shown.stdout
+    imported = subprocess.run([str(vpy), "-c", "import localswarm; print(localswarm.__file__)"], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert imported.returncode == 0 and str(prefix) in imported.stdout, imported.stderr  # the wheel, not the repo
+    assert (bindir / "localswarm").is_symlink()

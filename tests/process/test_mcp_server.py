@@ -199,3 +199,34 @@ async def test_http_and_mcp_in_one_process_like_up_mcp(tmp_path):
             await anyio.sleep(0.1)
     log = (tmp_path / "stderr.txt").read_text()
     assert "GET /health" in log and "exited cleanly" in log
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+async def test_mcp_tools_reach_a_keyed_gateway_with_the_clients_key(tmp_path, monkeypatch, where):
+    """The MCP server sends the key every client of ours sends ($LOCALSWARM_API_KEY or the 0600
+    key file): its tools work against a keyed gateway; without the key they get the gateway's 401."""
+    key = "mcp-key-" + os.urandom(6).hex()
+    set_fake_replies(monkeypatch, [CODE])
+    gw = RunningGateway(Settings(port=free_tcp_port(), api_key=key), fake_backend(tmp_path), instances=1)
+    with gw:
+        statefile.write({"pid": os.getpid(), "host": "127.0.0.1", "port": gw.settings.port, "state": "ready"})
+        async with stdio_client(server_params()) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            refused = await session.call_tool("get_swarm_status", {})
+        assert is_error(refused) and "401" in refused.content[0].text
+
+        if where == "env":
+            monkeypatch.setenv("LOCALSWARM_API_KEY", key)
+        else:
+            key_file = tmp_path / "key"
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+            monkeypatch.setenv("LOCALSWARM_API_KEY_FILE", str(key_file))
+        async with stdio_client(server_params()) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            assert payload(await session.call_tool("get_swarm_status", {}))["auth"] is True
+            gen = payload(await session.call_tool("generate_code", {"prompt": "add", "max_tokens": 16}))
+            assert "return a + b" in gen["code"]
+        with gw.client() as c:  # every MCP request went through the key check
+            assert c.get("/localswarm/status", headers={"Authorization": f"Bearer {key}"}).json()[
+                "requests"]["rejected_auth"] == 1

@@ -252,11 +252,68 @@ def test_install_and_uninstall_in_a_tmp_root(tmp_path: Path) -> None:
     assert any("not installed" in line for line in out)
 
 
-def test_secret_settings_make_the_unit_private(tmp_path: Path) -> None:
-    path = service.install(
-        "systemd", root=tmp_path, env={"LOCALSWARM_API_KEY": "s3cret"}, echo=lambda _: None
-    )
+SECRET_VALUE = "s3cret-" + NASTY  # quotes, $, %, backslash: must survive the EnvironmentFile
+
+
+@pytest.mark.parametrize("system", [False, True], ids=["user", "system"])
+def test_secrets_go_to_a_0600_environment_file_the_unit_names(tmp_path: Path, system: bool) -> None:
+    env = {"LOCALSWARM_API_KEY": SECRET_VALUE, "LOCALSWARM_FEDERATION_SECRET": "fed'" + NASTY,
+           "LOCALSWARM_API_KEY_FILE": "/k", "LOCALSWARM_INSTANCES": "2"}
+    out: list[str] = []
+    path = service.install("systemd", system=system, root=tmp_path, env=env, echo=out.append)
+    unit = path.read_text()
+    env_file = service.env_file_path(system, root=tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "s3cret" not in unit and "fed'" not in unit
+    assert f"EnvironmentFile={service.env_file_path(system)}" in unit.splitlines()
+    assert 'Environment="LOCALSWARM_INSTANCES=2"' in unit and 'Environment="LOCALSWARM_API_KEY_FILE=/k"' in unit
+    assert not any("s3cret" in line for line in out)  # names only in what install prints
+    # systemd's EnvironmentFile parser is shell-like: sourcing the file gives the values back exactly.
+    done = subprocess.run(["sh", "-c", f'set -a; . "{env_file}"; printf "%s\\0%s" "$LOCALSWARM_API_KEY" '
+                           '"$LOCALSWARM_FEDERATION_SECRET"'], capture_output=True, text=True, env={})
+    assert done.stdout.split("\0") == [SECRET_VALUE, "fed'" + NASTY]
+    if shutil.which("systemd-analyze"):  # the unit, with its EnvironmentFile= line, is valid
+        verified = _verify(unit.replace(service.default_command()[0], sys.executable), tmp_path, user=not system)
+        assert verified.returncode == 0, verified.stderr
+
+    # Reinstalled without secrets: the file goes; uninstall removes it too.
+    service.install("systemd", system=system, root=tmp_path, env={"LOCALSWARM_INSTANCES": "2"}, echo=out.append)
+    assert not env_file.exists() and "EnvironmentFile" not in path.read_text()
+    service.install("systemd", system=system, root=tmp_path, env=env, echo=out.append)
+    service.uninstall("systemd", system=system, root=tmp_path, echo=out.append)
+    assert not env_file.exists() and not path.exists()
+
+
+def test_launchd_plist_with_a_secret_is_private(tmp_path: Path) -> None:
+    path = service.install("launchd", root=tmp_path, env={"LOCALSWARM_API_KEY": "s3cret"}, echo=lambda _: None)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert plistlib.loads(path.read_bytes())["EnvironmentVariables"]["LOCALSWARM_API_KEY"] == "s3cret"
+    plain = service.install("launchd", root=tmp_path, env={"LOCALSWARM_INSTANCES": "2"}, echo=lambda _: None)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("args", [["--api-key", "s3cret"], ["--api-key=s3cret"], ["--federation-secret", "x"],
+                                  ["--port", "1", "--hf-token=abc"]])
+@pytest.mark.parametrize("kind", ["systemd", "launchd"])
+def test_secrets_in_the_up_arguments_are_refused(tmp_path: Path, args: list[str], kind: str) -> None:
+    with pytest.raises(ConfigError, match="secret on the service's command line") as info:
+        service.install(kind, root=tmp_path, up_args=args, env={}, echo=lambda _: None)  # type: ignore[arg-type]
+    assert "s3cret" not in str(info.value)
+    assert not service.unit_path(kind, root=tmp_path).exists()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        service.print_unit(kind, up_args=args, env={})  # type: ignore[arg-type]
+    # A file holding the key is fine: only its path is on the command line.
+    service.install(kind, root=tmp_path, up_args=["--api-key-file", "/etc/k"], env={}, echo=lambda _: None)  # type: ignore[arg-type]
+
+
+def test_cli_service_install_refuses_a_secret_argument(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from localswarm.cli import main
+
+    result = CliRunner().invoke(main, ["service", "install", "--dry-run", "--", "--api-key", "s3cret"])
+    assert result.exit_code == 1 and "secret on the service's command line" in result.output
+    assert "s3cret" not in result.output
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, fake_manager) -> None:
@@ -366,10 +423,14 @@ def test_status_reports_file_and_manager(fake_manager, monkeypatch: pytest.Monke
 def test_system_install_without_permission_is_a_service_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(self: Path, data: bytes) -> int:
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "write_bytes", refuse)
+    def refuse(path: object, *args: object, **kw: object) -> int:
+        if str(path).endswith(".tmp"):  # what install creates (as a non-root user would fail to)
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(service.ServiceError, match="sudo"):
         service.install("systemd", system=True, root=tmp_path, echo=lambda _: None)
 

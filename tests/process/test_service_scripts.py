@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,108 @@ def test_termux_script_refuses_outside_termux() -> None:
         ["sh", str(BIN / "install-termux.sh")], capture_output=True, text=True, env=env
     )
     assert done.returncode != 0 and "not Termux" in done.stderr
+
+
+# --- the package comes from this project's own source, never from an unowned index name ---------
+
+ALL_SCRIPTS = [*SH_SCRIPTS, BIN / "install.bat"]
+FAKE_WHEEL = "localswarm-0.1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS, ids=lambda p: p.name)
+def test_no_script_installs_localswarm_by_its_index_name(script: Path) -> None:
+    for line in script.read_text().splitlines():
+        if line.strip().lower().startswith(("#", "rem ", "::")):
+            continue
+        words = [w.strip("\"'") for w in line.split()]
+        at = [i for i, w in enumerate(words) if w in ("install", "pip_install")]  # pip_install: install.sh's helper
+        if "pip" not in line or not at:
+            continue
+        targets = [w for w in words[at[0] + 1:] if not w.startswith("-")]
+        named = [w for w in targets if re.fullmatch(r"localswarm([<>=!~\[].*)?", w)]
+        assert not named, f"{script.name}: {line.strip()}"
+
+
+def _outside_checkout(tmp_path: Path) -> Path:
+    """install.sh alone in a folder: what `curl ... > install.sh` gives."""
+    copy = tmp_path / "dl" / "install.sh"
+    copy.parent.mkdir()
+    shutil.copy(BIN / "install.sh", copy)
+    return copy
+
+
+def test_install_sh_outside_a_checkout_without_a_wheel_refuses(tmp_path: Path) -> None:
+    prefix = tmp_path / "p"
+    done = subprocess.run(["sh", str(_outside_checkout(tmp_path)), "--prefix", str(prefix)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "not run from a localswarm checkout" in done.stderr
+    assert "--wheel-url URL --sha256 HEX" in done.stderr
+    assert not prefix.exists()  # decided before any venv is made
+
+
+def test_install_sh_refuses_a_wheel_whose_sha256_does_not_match(tmp_path: Path) -> None:
+    import hashlib
+
+    wheel = tmp_path / FAKE_WHEEL
+    wheel.write_bytes(b"not the released wheel")
+    script, prefix = _outside_checkout(tmp_path), tmp_path / "p"
+    base = ["sh", str(script), "--prefix", str(prefix), "--wheel-url", wheel.as_uri()]
+    no_sha = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert no_sha.returncode != 0 and "--wheel-url needs --sha256" in no_sha.stderr
+    wrong = subprocess.run([*base, "--sha256", "0" * 64], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0 and "sha256 mismatch" in wrong.stderr and "not installing it" in wrong.stderr
+    assert hashlib.sha256(b"not the released wheel").hexdigest() in wrong.stderr
+    assert not prefix.exists()
+    other = tmp_path / "requests-2.0-py3-none-any.whl"
+    other.write_bytes(b"x")
+    named = subprocess.run(["sh", str(script), "--prefix", str(prefix), "--wheel-url", other.as_uri(), "--sha256",
+                            hashlib.sha256(b"x").hexdigest()], capture_output=True, text=True, timeout=60)
+    assert named.returncode != 0 and "does not name a localswarm wheel" in named.stderr
+
+
+def _bat_download_one_liner() -> str:
+    line = next(ln for ln in (BIN / "install.bat").read_text().splitlines() if "WHEEL_SHA256'" in ln)
+    match = re.search(r'-c "(.*)"\s*$', line)
+    assert match, line
+    return match.group(1)
+
+
+def test_install_bat_checks_the_wheel_sha256_before_pip(tmp_path: Path) -> None:
+    """install.bat's download step (its Python one-liner, run here with the same environment)."""
+    wheel = tmp_path / FAKE_WHEEL
+    wheel.write_bytes(b"not the released wheel")
+    folder = tmp_path / "download"
+    folder.mkdir()
+    env = {"WHEEL_URL": wheel.as_uri(), "WHEEL_SHA256": "0" * 64, "WHEEL_DIR": str(folder)}
+    done = subprocess.run([sys.executable, "-c", _bat_download_one_liner()], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "sha256 mismatch" in done.stderr
+    assert list(folder.iterdir()) == []  # the bad download is deleted, pip never ran
+    env["WHEEL_URL"] = (tmp_path / "evil.whl").as_uri()
+    named = subprocess.run([sys.executable, "-c", _bat_download_one_liner()], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert named.returncode == 1 and "not a localswarm wheel" in named.stderr
+
+
+def test_install_bat_has_no_index_fallback() -> None:
+    text = (BIN / "install.bat").read_text()
+    assert "from_pypi" not in text and "PyPI" not in text
+    assert ":no_source" in text and "--wheel-url URL --sha256 HEX" in text
+
+
+def test_termux_script_installs_its_own_checkout(tmp_path: Path) -> None:
+    """In Termux (pkg faked), install-termux.sh hands install.sh --from <the checkout>."""
+    repo = tmp_path / "repo"
+    (repo / "bin").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text('name = "localswarm"\n')
+    shutil.copy(BIN / "install-termux.sh", repo / "bin")
+    (repo / "bin" / "install.sh").write_text('#!/bin/sh\necho "install.sh $*"\n')
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    (fakebin / "pkg").write_text("#!/bin/sh\nexit 0\n")
+    (fakebin / "pkg").chmod(0o755)
+    env = {"PATH": f"{fakebin}:/usr/bin:/bin", "TERMUX_VERSION": "0.118", "PREFIX": str(tmp_path / "usr")}
+    done = subprocess.run(["sh", str(repo / "bin" / "install-termux.sh"), "--no-model"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"install.sh --system-site-packages --bin-dir {tmp_path / 'usr'}/bin --from {repo} --no-model" in done.stdout

@@ -21,9 +21,11 @@ from localswarm.federation.auth import (
     load_secret,
     resolve_secret,
     sign,
+    sign_reply,
     verify,
+    verify_reply,
 )
-from localswarm.federation.errors import AuthError, HopLimitError, SecretError
+from localswarm.federation.errors import AuthError, HopLimitError, PeerError, ReplyAuthError, SecretError
 
 SECRET = b"s3cret-s3cret-s3cret"
 BODY = b'{"v": 1}'
@@ -159,7 +161,7 @@ async def test_httpx_auth_signs_requests_verifiably() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         verify(request.method, request.url.raw_path.decode(), request.headers, request.content, SECRET, ReplayCache())
-        return httpx.Response(200)
+        return httpx.Response(200, headers=sign_reply(200, request.headers[HEADER_NONCE], b"", SECRET))
 
     auth = FederationAuth(SECRET, node_id="abc")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=auth) as client:
@@ -167,3 +169,68 @@ async def test_httpx_auth_signs_requests_verifiably() -> None:
         assert r.status_code == 200
     assert seen[0].headers[HEADER_HOPS] == "1"
     assert seen[0].headers["x-localswarm-node"] == "abc"
+
+
+# -- signed replies ------------------------------------------------------------------------
+
+REPLY = b'{"v": 1, "node_id": "n1"}'
+
+
+def test_signed_reply_verifies_and_is_bound_to_its_request() -> None:
+    headers = sign_reply(200, "req-nonce", REPLY, SECRET)
+    verify_reply(200, "req-nonce", headers, REPLY, SECRET, ReplayCache())
+    for status, nonce, body in [(200, "other-nonce", REPLY), (503, "req-nonce", REPLY),
+                                (200, "req-nonce", REPLY.replace(b"n1", b"n2"))]:
+        with pytest.raises(ReplyAuthError, match="bad reply signature"):
+            verify_reply(status, nonce, headers, body, SECRET, ReplayCache())
+    with pytest.raises(ReplyAuthError, match="bad reply signature"):
+        verify_reply(200, "req-nonce", sign_reply(200, "req-nonce", REPLY, b"x" * 20), REPLY, SECRET, ReplayCache())
+
+
+def test_reply_unsigned_stale_or_replayed_is_refused() -> None:
+    with pytest.raises(ReplyAuthError, match="unsigned reply"):
+        verify_reply(200, "n", {}, REPLY, SECRET, ReplayCache())
+    old = sign_reply(200, "n", REPLY, SECRET, timestamp=time.time() - 600)  # a clock 10 minutes off
+    with pytest.raises(ReplyAuthError, match="stale or future"):
+        verify_reply(200, "n", old, REPLY, SECRET, ReplayCache())
+    cache = ReplayCache()
+    fresh = sign_reply(200, "n", REPLY, SECRET)
+    verify_reply(200, "n", fresh, REPLY, SECRET, cache)
+    with pytest.raises(ReplyAuthError, match="replayed reply"):
+        verify_reply(200, "n", fresh, REPLY, SECRET, cache)
+
+
+async def test_httpx_auth_drops_an_altered_reply_and_lets_errors_through() -> None:
+    """A 2xx reply whose body changed after signing raises; a plain error status is the caller's to judge."""
+    mode = {"alter": True, "status": 200}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonce = request.headers[HEADER_NONCE]
+        headers = sign_reply(mode["status"], nonce, REPLY, SECRET)
+        body = REPLY.replace(b"n1", b"evil") if mode["alter"] else REPLY
+        return httpx.Response(mode["status"], content=body, headers=headers)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=FederationAuth(SECRET)) as client:
+        with pytest.raises(ReplyAuthError):
+            await client.get("http://peer/v1/federation/info")
+        mode["alter"] = False
+        assert (await client.get("http://peer/v1/federation/info")).content == REPLY
+        mode["status"] = 401
+        assert (await client.get("http://peer/v1/federation/info")).status_code == 401
+
+
+async def test_peer_client_drops_and_counts_a_forged_reply() -> None:
+    """A reply without a valid signature never reaches the vote: PeerError, counter, callback."""
+    from localswarm.federation.peers import PeerClient
+
+    def handler(request: httpx.Request) -> httpx.Response:  # an answer forged without the secret
+        return httpx.Response(200, json={"v": 1, "node_id": "evil", "name": "x", "model": "m", "instances": 9})
+
+    seen: list[str] = []
+    client = PeerClient("http://peer:1", auth=FederationAuth(SECRET), transport=httpx.MockTransport(handler),
+                        on_bad_reply=seen.append)
+    async with client:
+        with pytest.raises(PeerError, match="reply failed verification"):
+            await client.info()
+    assert client.bad_replies == 1 and seen == ["http://peer:1"]
+    assert client.health.consecutive_failures == 1

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from localswarm.federation.auth import HEADER_SIGNATURE, FederationAuth
+from localswarm.federation.auth import HEADER_NONCE, HEADER_SIGNATURE, FederationAuth, sign_reply
 from localswarm.federation.errors import PeerError, PeerUnavailable
 from localswarm.federation.peers import PeerClient, PeerHealth, PeerState
 from localswarm.federation.pool import PeerPool
@@ -37,13 +37,15 @@ def client_with(handler, clock: Clock | None = None, **kw: object) -> PeerClient
 
 
 async def test_vote_success_records_latency_and_signs() -> None:
-    """A good reply parses; latency is recorded; the request carries a signature."""
+    """A good (signed) reply parses; latency is recorded; the request carries a signature."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         assert json.loads(request.content)["request_id"] == "r1"
-        return httpx.Response(200, json=reply())
+        body = json.dumps(reply()).encode()
+        return httpx.Response(200, content=body, headers=sign_reply(200, request.headers[HEADER_NONCE], body,
+                                                                    b"x" * 16))
 
     async with client_with(handler, auth=FederationAuth(b"x" * 16)) as client:
         got = await client.vote(REQUEST)

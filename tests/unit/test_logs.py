@@ -178,3 +178,70 @@ def test_follow_sees_appends_rotation_and_new_instances(tmp_path):
     assert not thread.is_alive()
     assert [line for name, line in got if name == "inst-0"] == ["before", "appended", "partial", "x" * 50,
                                                                 "after rotation"]
+
+
+ROTATING_CHILD = r"""
+import logging, os, sys
+from localswarm.logs import RotatingOutput, setup_logging
+out = RotatingOutput(sys.argv[1], max_bytes=int(sys.argv[2]), backups=int(sys.argv[3])).install()
+setup_logging("info")  # a handler on sys.stderr, as `up` does after installing it
+log = logging.getLogger("localswarm")
+for i in range(400):
+    log.info("line %04d %s", i, "x" * 40)
+    print(f"print {i:04d}")
+    if i % 50 == 0:
+        os.write(2, f"c-level {i:04d}\n".encode())  # below Python: follows the rotation too
+log.info("the last line")
+"""
+
+
+def test_rotating_output_bounds_a_detached_swarms_log(tmp_path):
+    """stdout, stderr, logging and raw fd writes all land in one file that rotates by size."""
+    import subprocess
+    import sys
+
+    tmp_path = tmp_path / "state"
+    tmp_path.mkdir()
+    path = tmp_path / "gateway.log"
+    done = subprocess.run([sys.executable, "-c", ROTATING_CHILD, str(path), "4096", "2"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""  # nothing escaped to the original stdout/stderr
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["gateway.log", "gateway.log.1", "gateway.log.2"]
+    for p in tmp_path.iterdir():
+        assert p.stat().st_size < 4096 + 200, p  # one line past the limit at most
+        assert p.stat().st_mode & 0o777 == 0o600, p
+    text = (tmp_path / "gateway.log.2").read_text() + (tmp_path / "gateway.log.1").read_text() + path.read_text()
+    assert text.rstrip().endswith("the last line")
+    assert "print 0399" in text and "c-level 0350" in text
+    assert "line 0000" not in text  # the oldest output was rotated away: the total stays bounded
+
+
+def test_detached_up_gets_a_rotated_log_file(tmp_path, monkeypatch):
+    """runner.detach passes --log-file; `up --log-file` installs RotatingOutput with the settings' sizes."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "gateway.log"
+    log.write_text("x" * 5000)
+    # A configuration error after the log is set up: the message lands in the (rotated) log, nowhere else.
+    done = subprocess.run([sys.executable, "-m", "localswarm", "up", "--log-file", str(log), "--log-max-bytes",
+                           "4096", "--log-backups", "1", "--model", "/nonexistent.gguf", "--port", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert (tmp_path / "gateway.log.1").read_text() == "x" * 5000
+    assert "nonexistent" in log.read_text() and done.stderr == ""
+
+
+def test_query_redactor_blanks_query_values_in_access_lines():
+    import logging
+
+    from localswarm.logs import QueryRedactor
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/v1/models?api_key=s3cret&x=1&flag", "1.1", 401), None)
+    assert QueryRedactor().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /v1/models?api_key=***&x=***&flag=*** HTTP/1.1" 401'
+    plain = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s %s %s", ("a", "GET", "/health"), None)
+    assert QueryRedactor().filter(plain) and plain.getMessage() == "a GET /health"

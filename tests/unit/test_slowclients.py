@@ -1,0 +1,178 @@
+"""Slow and oversized requests against a real uvicorn server with the gateway's guards.
+
+A small Starlette app (echo the body; a slow streamed answer) behind the same uvicorn
+options and middleware ``runner.run``/``create_app`` use, driven with raw sockets:
+a dribbled head is cut at ``header_timeout`` (408), an oversized head gets 431, a body
+that never ends gets 408, and well-behaved clients (keep-alive, a slow response, pipelined
+requests) are not disturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from localswarm.config import Settings
+from localswarm.gateway.errors import APIError
+from localswarm.gateway.slowclients import BodyTimeoutMiddleware, server_options
+from localswarm.supervisor.instance import free_port
+
+SETTINGS = Settings(header_timeout=1.0, body_timeout=1.5, max_header_bytes=4096)
+
+
+async def echo(request: Request) -> Response:
+    return PlainTextResponse(await request.body())
+
+
+async def slow(request: Request) -> Response:
+    async def chunks():  # longer than header_timeout: the head deadline must not cut a response
+        for i in range(3):
+            await asyncio.sleep(0.8)
+            yield f"chunk{i}\n".encode()
+
+    return StreamingResponse(chunks())
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]), Route("/slow", slow)],
+                    middleware=[Middleware(BodyTimeoutMiddleware, timeout=SETTINGS.body_timeout)],
+                    exception_handlers={APIError: api_error})
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        **server_options(SETTINGS)))
+    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield port
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_a_dribbled_head_is_cut_with_408(server: int) -> None:
+    sock = _connect(server)
+    started = time.monotonic()
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+    got = b""
+    with pytest.raises(OSError):  # the server closes while we keep dribbling
+        for i in range(200):
+            sock.sendall(f"X-Drip-{i}: a\r\n".encode())
+            time.sleep(0.1)
+            sock.settimeout(0.01)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            finally:
+                sock.settimeout(15)
+            got += chunk
+            if not chunk:
+                raise ConnectionResetError("closed")
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert got.startswith(b"HTTP/1.1 408 ") and b"connection: close" in got
+    assert SETTINGS.header_timeout <= elapsed < 15  # cut at the deadline, long before the dribble ends
+
+
+def test_a_silent_connection_is_closed_without_an_answer(server: int) -> None:
+    sock = _connect(server)
+    started = time.monotonic()
+    assert _read_all(sock) == b""
+    assert time.monotonic() - started >= SETTINGS.header_timeout
+    sock.close()
+
+
+def test_an_oversized_head_gets_431(server: int) -> None:
+    sock = _connect(server)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    # Just under the limit is served.
+    sock = _connect(server)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 3900 + b"\r\n\r\n")
+    assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+
+
+def test_a_body_that_never_ends_gets_408_and_a_closed_connection(server: int) -> None:
+    sock = _connect(server)
+    started = time.monotonic()
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nstart")
+    sock.settimeout(0.2)
+    got = b""
+    while time.monotonic() - started < 15:
+        try:
+            sock.sendall(b"x")  # a trickle, never the whole body
+        except OSError:
+            break
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    sock.close()
+    assert got.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in got
+    assert b"connection: close" in got.lower()
+    assert time.monotonic() - started < 15
+
+
+def test_well_behaved_clients_are_not_disturbed(server: int) -> None:
+    sock = _connect(server)
+    for i in range(3):  # keep-alive: each request's head is on a fresh clock
+        body = f"hello {i}".encode()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        answer = b""
+        while not answer.endswith(body):  # the head and the body may come in two reads
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.6)  # idle between requests, under uvicorn's keep-alive timeout
+    # Two pipelined requests in one write.
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _read_all(sock).count(b"HTTP/1.1 200 ") == 2
+    sock.close()
+    # A response slower than header_timeout is not cut.
+    sock = _connect(server)
+    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"chunk2" in answer
