@@ -40,7 +40,7 @@ async def embeddings(request: Request) -> Response:
         inst.stats.in_flight -= 1
     if resp.status_code != 200:
         err = fanout.upstream_error(resp)
-        if 400 <= err.status < 500:
+        if 400 <= err.status < 500 or fanout.is_refusal(err):
             code = "context_length_exceeded" if "context" in err.message.lower() else None
             raise APIError(400, err.message, param="input", code=code)
         raise APIError(502, f"{inst.name} failed: HTTP {err.status}: {err.message}", code="upstream_error")

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,6 +54,30 @@ def upstream_error(resp: httpx.Response) -> UpstreamError:
         elif isinstance(err, str):
             message = err
     return UpstreamError(resp.status_code, message, type_)
+
+
+# llama-server's ex_wrapper (tools/server/server.cpp) answers std::invalid_argument and JSON
+# type errors with 400, and every other exception with 500, which includes its parsers'
+# std::runtime_error refusals of a malformed request: "Failed to parse tools: Missing tool
+# type" (common/chat.cpp), "Failed to parse messages: ...", "Unsupported param: suffix",
+# "Cannot use both json_schema and grammar", "tools param requires --jinja flag"
+# (server-common.cpp), "Error: dry_sequence_breakers must be ..." (server-schema.cpp).
+_REFUSAL_500 = re.compile(
+    r"Failed to parse|Unsupported param|Cannot use|Cannot specify|requires --jinja|must be|is required"
+    r"|\[json\.exception\.|json_schema|Only no echo|Invalid tool_choice|Invalid 'content'|Missing '",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(err: UpstreamError) -> bool:
+    """Did the instance refuse the request as malformed (the client's error, not the instance's)?
+
+    A 400/413/422, or a 500 whose message is one of llama-server's parse errors. Such an
+    answer is passed to the client as a 400 and does not count as the instance failing.
+    """
+    if err.status in (400, 413, 422):
+        return True
+    return err.status == 500 and bool(_REFUSAL_500.search(err.message))
 
 
 @dataclass
@@ -115,6 +140,7 @@ async def call_instance(
     inst.stats.in_flight += 1
     started = time.monotonic()
     response: dict[str, Any] | None = None
+    refused = False
     upstream = streamed_body(inst, body)
     try:
         request = client.build_request("POST", inst.base_url + path, json=upstream, headers=inst.auth_headers(),
@@ -128,9 +154,13 @@ async def call_instance(
         finally:
             await resp.aclose()
         return Sample(inst, response, to_candidate(inst.name, response, time.monotonic() - started))
+    except UpstreamError as exc:
+        refused = is_refusal(exc)
+        raise
     finally:
         inst.stats.in_flight -= 1
-        record(inst, started, response)
+        if not refused:  # a refused malformed request is not the instance failing
+            record(inst, started, response)
 
 
 def streamed_body(inst: Instance, body: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +297,7 @@ def raise_for_nothing(gathered: Gathered) -> None:
     """No sample came back: answer with the instances' own 4xx if they agree, else 502/504."""
     if gathered.samples:
         return
-    client_errors = [e for e in gathered.errors if 400 <= e.status < 500]
+    client_errors = [e for e in gathered.errors if 400 <= e.status < 500 or is_refusal(e)]
     if client_errors:
         e = client_errors[0]
         code = "context_length_exceeded" if "context" in e.message.lower() else None

@@ -109,7 +109,8 @@ async def relay_fastest(
                 elif exc is None:
                     await task.result().response.aclose()
                 else:
-                    inst.stats.failures += 1
+                    if not (isinstance(exc, fanout.UpstreamError) and fanout.is_refusal(exc)):
+                        inst.stats.failures += 1
                     if isinstance(exc, fanout.UpstreamError):
                         failed.errors.append(exc)
                         failed.failed[inst.name] = f"HTTP {exc.status}: {exc.message}"
