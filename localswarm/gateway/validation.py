@@ -136,7 +136,7 @@ def _one(err: dict[str, Any], body: Any) -> tuple[str, int, str, str]:
     cause = ctx.get("error")
     if isinstance(cause, schema.FieldError):
         param = _join(param, cause.param)
-        return param, depth + 1, cause.code, cause.message
+        return param, depth + 1, cause.code, f"Invalid '{param}': {cause.message}"
     if kind == "missing":
         return param, depth, "missing_required_parameter", f"Missing required parameter: '{param}'."
     tagged = schema.TAGGED.get(str(ctx.get("discriminator", "")).rstrip("()"))
