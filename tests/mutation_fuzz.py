@@ -300,3 +300,20 @@ def run(base_url: str, bodies: list[Case], *, concurrency: int = 4, timeout: flo
             if progress and (i + 1) % 500 == 0:
                 progress(i + 1)
     return report
+
+
+def real_swarm(binary: Any, model: Any, *, instances: int = 2, tokens: int = 4, ctx: int = 256) -> Any:
+    """A gateway over real llama-servers sized for fuzzing: small context, embeddings on, no
+    concurrency limit, and ``-n tokens`` as the instances' default for bodies without ``max_tokens``.
+    """
+    from pathlib import Path
+
+    from localswarm.backends.llama_server import LlamaServerBackend
+    from localswarm.config import Settings
+    from tests.helpers import RunningGateway, free_tcp_port
+
+    settings = Settings(port=free_tcp_port(), ctx_size=ctx, parallel=2, embeddings=True, max_concurrent=0,
+                        keepalive_interval=1.0, instance_timeout=120)
+    backend = LlamaServerBackend(binary=Path(binary), model_path=Path(model), model_id="smollm2", ctx_size=ctx,
+                                 parallel=2, embeddings=True, pooling="mean", extra_args=("-n", str(tokens)))
+    return RunningGateway(settings, backend, instances=instances)
