@@ -64,7 +64,8 @@ def upstream_error(resp: httpx.Response) -> UpstreamError:
 # (server-common.cpp), "Error: dry_sequence_breakers must be ..." (server-schema.cpp).
 _REFUSAL_500 = re.compile(
     r"Failed to parse|Unsupported param|Cannot use|Cannot specify|requires --jinja|must be|is required"
-    r"|\[json\.exception\.|json_schema|Only no echo|Invalid tool_choice|Invalid 'content'|Missing '",
+    r"|\[json\.exception\.|json_schema|JSON schema|Only no echo|Invalid tool_choice|Invalid 'content'|Missing '"
+    r"|Unknown reasoning format",
     re.IGNORECASE,
 )
 

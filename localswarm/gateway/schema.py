@@ -326,7 +326,7 @@ class ChatCompletionRequest(_Sampling):
     reasoning_effort: str | None = None
     # llama-server chat extensions
     chat_template_kwargs: JSONObject | None = None
-    reasoning_format: str | None = None
+    reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = None
     add_generation_prompt: bool | None = None
     enable_thinking: bool | None = None
     thinking_budget_tokens: _int(-1, INT32_MAX) | None = None
