@@ -61,11 +61,13 @@ def upstream_error(resp: httpx.Response) -> UpstreamError:
 # std::runtime_error refusals of a malformed request: "Failed to parse tools: Missing tool
 # type" (common/chat.cpp), "Failed to parse messages: ...", "Unsupported param: suffix",
 # "Cannot use both json_schema and grammar", "tools param requires --jinja flag"
-# (server-common.cpp), "Error: dry_sequence_breakers must be ..." (server-schema.cpp).
+# (server-common.cpp), "Error: dry_sequence_breakers must be ..." (server-schema.cpp), and
+# an input longer than the batch or context (server-context.cpp: "input (750 tokens) is too
+# large to process. increase the physical batch size", found by the mutation fuzzer).
 _REFUSAL_500 = re.compile(
     r"Failed to parse|Unsupported param|Cannot use|Cannot specify|requires --jinja|must be|is required"
     r"|\[json\.exception\.|json_schema|JSON schema|Only no echo|Invalid tool_choice|Invalid 'content'|Missing '"
-    r"|Unknown reasoning format",
+    r"|Unknown reasoning format|is too large to process|larger than the max context size",
     re.IGNORECASE,
 )
 

@@ -66,6 +66,15 @@ def test_real_llama_server_refusal_is_the_clients_400_and_no_failure(swarm):
     assert [i.stats.failures for i in instances] == failures
 
 
+def test_an_embedding_input_longer_than_the_batch_is_a_400(swarm):
+    """Regression (mutation fuzzer): llama-server answers HTTP 500 "input (750 tokens) is too
+    large to process. increase the physical batch size"; the client got a 502."""
+    resp = httpx.post(swarm.url + "/v1/embeddings", json={"input": ["a" * 3000]}, timeout=120)
+    assert resp.status_code == 400, resp.text
+    assert "too large" in resp.json()["error"]["message"]
+    assert sum(i.stats.failures for i in swarm.supervisor.instances) == 0
+
+
 def test_1000_mutated_bodies_get_no_5xx_from_a_real_swarm(swarm):
     started = time.monotonic()
     report = mutation_fuzz.run(swarm.url, mutation_fuzz.cases(1000, seed=2026, tokens=TOKENS), concurrency=4)

@@ -295,6 +295,10 @@ def test_an_instance_refusal_is_the_clients_400_and_not_an_instance_failure_fake
     (500, "Cannot use both json_schema and grammar", True),
     (500, "[json.exception.type_error.302] type must be string, but is number", True),
     (500, "Error: dry_sequence_breakers must be a non-empty array of strings", True),
+    # found by tests/mutation_fuzz.py against the real llama-server: /v1/embeddings with a long input
+    (500, "input (750 tokens) is too large to process. increase the physical batch size (current batch size: 512)",
+     True),
+    (500, "input (900 tokens) is larger than the max context size (512 tokens). skipping", True),
     (500, "CUDA error: out of memory", False),
     (500, "llama_decode failed", False),
     (503, "Loading model", False),
