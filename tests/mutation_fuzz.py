@@ -194,6 +194,8 @@ def _keep_cheap(body: Any, tokens: int) -> None:
     for name, cap, top in (("max_tokens", tokens, 10_000_000), ("max_completion_tokens", tokens, 10_000_000),
                            ("n", 2, 128), ("best_of", 2, 128)):
         value = body.get(name)
+        if isinstance(value, _Raw) and value.text.lstrip("-").isdigit():  # a number written as is
+            value = int(value.text)
         if isinstance(value, int) and not isinstance(value, bool) and cap < value <= top:
             body[name] = cap
     for name in ("prompt", "input"):  # many prompts: one vote round each
