@@ -111,7 +111,8 @@ def _parent(body: Any, path: tuple[Any, ...]) -> Any:
 
 def _garbage(rng: random.Random, depth: int) -> Any:
     if depth <= 0 or rng.random() < 0.2:
-        return rng.choice(_SCALARS + [_Raw(rng.choice(_STRANGE_NUMBERS)), rng.choice(_STRANGE_TEXT)])
+        # a copy: the shared [] and {} of _SCALARS must never be mutated by a later mutation
+        return copy.deepcopy(rng.choice(_SCALARS + [_Raw(rng.choice(_STRANGE_NUMBERS)), rng.choice(_STRANGE_TEXT)]))
     if rng.random() < 0.5:
         return [_garbage(rng, depth - 1) for _ in range(rng.randint(0, 3))]
     return {rng.choice(_KEYS): _garbage(rng, depth - 1) for _ in range(rng.randint(0, 3))}

@@ -318,7 +318,9 @@ def test_mutation_fuzzer_over_fakes_finds_no_5xx(gateway):
 
 
 def test_bodies_are_deterministic_per_seed_and_mostly_mutated():
+    scalars = json.dumps(mutation_fuzz._SCALARS)
     a, b = mutation_fuzz.cases(200, seed=3), mutation_fuzz.cases(200, seed=3)
+    assert json.dumps(mutation_fuzz._SCALARS) == scalars  # no mutation leaks into the shared values
     assert [c.body for c in a] == [c.body for c in b]
     assert {c.path for c in a} == {mutation_fuzz.CHAT, mutation_fuzz.TEXT, mutation_fuzz.EMBED}
     assert 0.75 < sum(c.mutated for c in a) / len(a) < 0.95
