@@ -55,11 +55,15 @@ class PlanError(LocalSwarmError):
 
 
 class UpstreamError(LocalSwarmError):
-    """An instance (llama-server, mlx_lm.server) refused or failed a request: HTTP status and its message."""
+    """An instance (llama-server, mlx_lm.server) refused or failed a request: HTTP status and its message.
 
-    def __init__(self, status: int, message: str, type_: str | None = None) -> None:
+    ``refusal``: the instance refused the request as malformed (the client's error: a 400
+    for the client, not a failure of the instance); see ``upstream.call.is_refusal``.
+    """
+
+    def __init__(self, status: int, message: str, type_: str | None = None, *, refusal: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message, self.type = status, message, type_
+        self.status, self.message, self.type, self.refusal = status, message, type_, refusal
 
 
 _API_ERROR_TYPES = {

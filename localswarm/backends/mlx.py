@@ -12,7 +12,7 @@ Differences from llama-server that the supervisor and gateway must respect:
 - it answers HTTP at once and queues requests while its weights load: the weights are
   prefetched once (:func:`prefetch`) before any instance starts, and the readiness probe
   (a one-token request) is given the time a load takes;
-- errors are ``{"error": "<string>"}`` (handled by ``fanout.upstream_error``).
+- errors are ``{"error": "<string>"}`` (handled by ``upstream.upstream_error``).
 
 Facts: mlx-lm 0.32.2 ``mlx_lm/server.py`` (real-services.md §3).
 """

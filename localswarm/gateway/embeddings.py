@@ -37,7 +37,7 @@ async def embeddings(request: Request) -> Response:
             raise APIError(502, f"{inst.name} failed: {exc}", code="upstream_error") from None
         except UpstreamError as err:
             work.abandoned()
-            if 400 <= err.status < 500:
+            if 400 <= err.status < 500 or err.refusal:
                 code = "context_length_exceeded" if "context" in err.message.lower() else None
                 raise APIError(400, err.message, param="input", code=code) from None
             raise APIError(502, f"{inst.name} failed: HTTP {err.status}: {err.message}", code="upstream_error") from None

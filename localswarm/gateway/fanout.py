@@ -98,7 +98,7 @@ def raise_for_nothing(gathered: Gathered) -> None:
     """No answer came back: answer with the instances' own 4xx if they agree, else 502/504."""
     if gathered.answers:
         return
-    client_errors = [e for e in gathered.errors if 400 <= e.status < 500]
+    client_errors = [e for e in gathered.errors if 400 <= e.status < 500 or e.refusal]
     if client_errors:
         e = client_errors[0]
         code = "context_length_exceeded" if "context" in e.message.lower() else None

@@ -63,7 +63,10 @@ async def relay_fastest(
                     work[inst].abandoned()
                     await task.result().aclose()
                 else:
-                    work[inst].failed()
+                    if isinstance(exc, UpstreamError) and exc.refusal:
+                        work[inst].abandoned()  # a malformed request: the client's error
+                    else:
+                        work[inst].failed()
                     if isinstance(exc, UpstreamError):
                         failed.errors.append(exc)
                         failed.failed[inst.name] = f"HTTP {exc.status}: {exc.message}"

@@ -17,6 +17,7 @@ import httpx
 
 from localswarm.backends.base import Backend
 from localswarm.config import Settings, SupervisorTiming
+from localswarm.errors import UpstreamError
 from localswarm.logs import rotate_if_needed
 from localswarm.supervisor import proc
 from localswarm.supervisor.states import State, check_transition
@@ -98,10 +99,13 @@ class Work:
     def __enter__(self) -> Work:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
         # Any exception, a cancellation included (a straggler cut off by the quorum), counts
-        # as a failure; leaving the block normally without an outcome counts as done.
-        if exc_type is not None:
+        # as a failure, except the instance refusing a malformed request (the client's
+        # error); leaving the block normally without an outcome counts as done.
+        if isinstance(exc, UpstreamError) and exc.refusal:
+            self.abandoned()
+        elif exc_type is not None:
             self.failed()
         else:
             self.done()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,38 @@ from localswarm.upstream.sse import EventReader
 if TYPE_CHECKING:
     from localswarm.supervisor.instance import Instance
 
-__all__ = ["Stream", "ask", "fetch_metrics", "has_output", "open_stream", "post_json", "send", "upstream_error"]
+__all__ = ["Stream", "ask", "fetch_metrics", "has_output", "is_refusal", "open_stream", "post_json", "send",
+           "upstream_error"]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
+
+
+# llama-server's ex_wrapper (tools/server/server.cpp) answers std::invalid_argument and JSON
+# type errors with 400, and every other exception with 500, which includes its parsers'
+# std::runtime_error refusals of a malformed request: "Failed to parse tools: Missing tool
+# type" (common/chat.cpp), "Failed to parse messages: ...", "Unsupported param: suffix",
+# "Cannot use both json_schema and grammar", "tools param requires --jinja flag"
+# (server-common.cpp), "Error: dry_sequence_breakers must be ..." (server-schema.cpp), and
+# an input longer than the batch or context (server-context.cpp: "input (750 tokens) is too
+# large to process. increase the physical batch size", found by the mutation fuzzer).
+_REFUSAL_500 = re.compile(
+    r"Failed to parse|Unsupported param|Cannot use|Cannot specify|requires --jinja|must be|is required"
+    r"|\[json\.exception\.|json_schema|JSON schema|Only no echo|Invalid tool_choice|Invalid 'content'|Missing '"
+    r"|Unknown reasoning format|is too large to process|larger than the max context size",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(status: int, message: str) -> bool:
+    """Did the instance refuse the request as malformed (the client's error, not the instance's)?
+
+    A 400/413/422, or a 500 whose message is one of llama-server's parse errors.
+    """
+    if status in (400, 413, 422):
+        return True
+    return status == 500 and bool(_REFUSAL_500.search(message))
 
 
 def upstream_error(resp: httpx.Response) -> UpstreamError:
@@ -42,7 +70,7 @@ def upstream_error(resp: httpx.Response) -> UpstreamError:
             type_ = err.get("type")
         elif isinstance(err, str):
             message = err
-    return UpstreamError(resp.status_code, message, type_)
+    return UpstreamError(resp.status_code, message, type_, refusal=is_refusal(resp.status_code, message))
 
 
 async def send(

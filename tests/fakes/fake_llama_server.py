@@ -20,7 +20,8 @@ It serves ``/v1/chat/completions`` and ``/v1/completions`` (streamed or not, wit
 (with ``--embeddings``; 8 made-up dimensions), ``/tokenize`` (one token per word),
 ``/props``, ``/metrics``, and a test-only ``GET /fake/last_bodies``. A prompt longer than
 the slot context (``-c`` / ``-np``, one token per word) gets llama-server's 400
-``exceed_context_size_error``.
+``exceed_context_size_error``; a malformed ``tools`` array gets its HTTP 500 "Failed to
+parse tools: ..." (common/chat.cpp, server.cpp ex_wrapper).
 """
 
 from __future__ import annotations
@@ -152,7 +153,33 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "model": args.alias, "data": data,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    def _refuse_tools(self, tools: object) -> bool:
+        """llama-server's refusal of a malformed ``tools`` array, as it answers it.
+
+        common/chat.cpp ``common_chat_tools_parse_oaicompat`` throws std::runtime_error
+        "Failed to parse tools: Missing tool type: ...", which tools/server/server.cpp's
+        ex_wrapper answers with HTTP 500 and type ``server_error`` (not 400).
+        """
+        why = None
+        if tools is not None and not isinstance(tools, list):
+            why = f"Expected 'tools' to be an array, got {json.dumps(tools)}"
+        for tool in tools if isinstance(tools, list) else []:
+            if not isinstance(tool, dict) or "type" not in tool:
+                why = f"Missing tool type: {json.dumps(tool)}"
+            elif tool["type"] != "function":
+                why = f"Unsupported tool type: {json.dumps(tool)}"
+            elif "function" not in tool:
+                why = f"Missing tool function: {json.dumps(tool)}"
+            if why:
+                break
+        if why:
+            self._json(500, {"error": {"code": 500, "type": "server_error",
+                                       "message": f"Failed to parse tools: {why}; tools = {json.dumps(tools, indent=2)}"}})
+        return why is not None
+
     def _generate(self, body: dict, *, chat: bool) -> None:
+        if chat and self._refuse_tools(body.get("tools")):
+            return
         r = reply()
         time.sleep(float(r.get("delay", DELAY)))
         content = r.get("content")
