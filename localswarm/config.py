@@ -20,7 +20,8 @@ from localswarm import paths
 from localswarm.errors import ConfigError
 
 STREAM_MODES = ("consensus", "fastest")
-STRATEGIES = ("similarity", "quality", "fastest")
+STRATEGIES = ("similarity", "quality", "fastest", "exec")
+EXEC_CHECK_MODES = ("auto", "on", "off")
 
 
 @dataclass(kw_only=True)
@@ -49,6 +50,10 @@ class Settings:
     temperature: float = 0.8  # used when the client sends none (diversity for the vote)
     instance_timeout: float = 300.0  # a slower instance is left out of the vote
     keepalive_interval: float = 2.0  # ": keep-alive" comment lines while voting
+    # Run the answers on the examples in the request (doctest, assert, "f(x) → y") in the
+    # sandbox and let the most examples passed win: auto (only where the sandbox isolates
+    # fully: network and mount namespaces), on, off.
+    exec_check: str = "auto"
 
     # How to supervise.
     health_interval: float = 5.0
@@ -89,6 +94,8 @@ class Settings:
             raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.exec_check not in EXEC_CHECK_MODES:
+            raise ConfigError(f"exec_check must be one of {EXEC_CHECK_MODES}, not {self.exec_check!r}")
         if self.instances is not None and not 1 <= self.instances <= 64:
             raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
         if not 0 < self.port < 65536:

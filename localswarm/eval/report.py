@@ -21,7 +21,7 @@ from localswarm.consensus import Candidate, vote
 from localswarm.consensus import similarity as _sim
 from localswarm.eval.codegen import assemble_program
 from localswarm.eval.metrics import auroc, pass_at_k, percentile, selection_efficiency
-from localswarm.eval.sandbox import Limits, run_test
+from localswarm.sandbox import Limits, run_test
 
 __all__ = ["ProblemEval", "evaluate", "render_section", "summarise", "write_section"]
 

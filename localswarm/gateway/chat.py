@@ -134,6 +134,8 @@ async def chat_completions(request: Request) -> Response:
         "x-localswarm-winner": str(meta.get("winner")),
         "x-localswarm-instances": f"{len(gathered.samples)}/{gathered.asked}",
     }
+    if (checked := result.exec_summary()) is not None:
+        headers["x-localswarm-exec"] = checked
     return JSONResponse(completion, headers=headers)
 
 

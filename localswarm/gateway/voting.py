@@ -11,9 +11,19 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from localswarm.consensus import Candidate, VoteResult, quorum_reached, vote
+from localswarm.consensus import Candidate, VoteResult, quorum_reached
+from localswarm.consensus.examples import request_text
 from localswarm.gateway import choices, fanout
 from localswarm.gateway.state import GatewayState
+from localswarm.sandbox.check import checked_vote
+
+
+def examples_text(body: dict[str, Any]) -> str:
+    """Where a request's runnable examples are: its messages, or a completion's prompt."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    return request_text(body.get("messages"))
 
 
 async def vote_round(
@@ -55,8 +65,9 @@ async def local_vote_round(
     )
     fanout.raise_for_nothing(gathered)
     # Keep arrival order: the `fastest` strategy and tie-breaks rely on it.
-    result = vote([s.candidate for s in gathered.samples], strategy=strategy,
-                  threshold=settings.similarity_threshold)
+    result = await checked_vote([s.candidate for s in gathered.samples], examples_text(body),
+                                strategy=strategy, threshold=settings.similarity_threshold,
+                                mode=settings.exec_check)
     # Support is counted against every instance asked: one that crashed, timed out or was
     # cut off by the quorum is a missing vote, not an abstention.
     result.confidence *= len(gathered.samples) / gathered.asked
