@@ -7,7 +7,7 @@ literal or a repr to compare against):
 
 * doctest lines: ``>>> add(2, 3)`` followed by the expected output ``5``;
 * ``assert`` lines: ``assert add(2, 3) == 5`` (and ``assert is_even(4)``: truthy);
-* "input → output" pairs: ``add(2, 3) → 5``, ``->``, ``=>``, ``==>``, ``==``,
+* "input → output" pairs: ``add(2, 3) → 5``, ``➞``, ``->``, ``=>``, ``==>``, ``==``,
   ``returns``, ``should return``, ``should be``, ``gives``, ``is``.
 
 Pure: no I/O. :func:`program` builds the script the sandbox runs for one answer: the
@@ -38,7 +38,7 @@ MAX_EXAMPLES = 16
 _ARROW = re.compile(
     r"^\s*(?:[-*•>]\s*)?(?:e\.g\.|example:?|for example:?|input:?)?\s*`?"
     r"(?P<call>[A-Za-z_][\w.]*\s*\(.*\))`?\s*"
-    r"(?:→|==>|=>|->|==|returns|should return|should be|gives|is|outputs|output:)\s*"
+    r"(?:→|➞|⟶|==>|=>|->|==|returns|should return|should be|gives|is|outputs|output:)\s*"
     r"`?(?P<expected>.+?)`?\s*[.;,]?\s*$",
     re.IGNORECASE,
 )

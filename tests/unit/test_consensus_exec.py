@@ -32,6 +32,7 @@ def test_doctest_assert_and_arrow_forms_are_found():
         "assert is_even(10) == True\n"
         "assert is_even(8)\n"
         "is_even(7) -> False\n"
+        "will_it_fly([1, 2], 5) ➞ False\n"
         "- `add(2, 3)` → 5\n"
         "sum_pairs([1, 2]) returns [3]\n"
         "f(2) should be 'x'\n"
@@ -43,6 +44,7 @@ def test_doctest_assert_and_arrow_forms_are_found():
         ("is_even(10)", "True", "assert"),
         ("is_even(8)", None, "assert"),
         ("is_even(7)", "False", "arrow"),
+        ("will_it_fly([1, 2], 5)", "False", "arrow"),
         ("add(2, 3)", "5", "arrow"),
         ("sum_pairs([1, 2])", "[3]", "arrow"),
         ("f(2)", "'x'", "arrow"),
