@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import signal
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.docs_section import write_section
 from tests import netns
 from tests.helpers import fake_binary
 
@@ -210,18 +210,6 @@ def markdown(rows: list[dict[str, Any]], *, instances: int, requests: int, fake_
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
-    """Replace (or append) the "Federation scale" section, keeping the others."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1,3,5,10")
@@ -235,7 +223,7 @@ def main() -> None:
     text = markdown(rows, instances=args.instances, requests=args.requests, fake_delay=args.fake_delay)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

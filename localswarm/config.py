@@ -35,7 +35,8 @@ SECRETS = {
     "api_key": "LOCALSWARM_API_KEY, or a 0600 file named by --api-key-file / LOCALSWARM_API_KEY_FILE",
     "federation_secret": "LOCALSWARM_FEDERATION_SECRET, or a 0600 file named by federation_secret_file",
 }
-STRATEGIES = ("similarity", "quality", "fastest")
+STRATEGIES = ("similarity", "quality", "fastest", "exec")
+EXEC_CHECK_MODES = ("auto", "on", "off")
 #: When two answers agree (local and cross-machine votes alike). Chance level (unrelated
 #: HumanEval solutions, p99) is 0.47 on raw tokens and 0.62 normalised; it must sit well above.
 SIMILARITY_THRESHOLD = 0.8
@@ -86,6 +87,10 @@ class Settings(SupervisorTiming):
     temperature: float = 0.8  # used when the client sends none (diversity for the vote)
     instance_timeout: float = 300.0  # a slower instance is left out of the vote
     keepalive_interval: float = 2.0  # ": keep-alive" comment lines while voting
+    # Run the answers on the examples in the request (doctest, assert, "f(x) → y") in the
+    # sandbox and let the most examples passed win: auto (only where the sandbox isolates
+    # fully: network and mount namespaces), on, off.
+    exec_check: str = "auto"
 
     # Federation (issue 6, docs/federation.md): off unless enabled. Enabled on a
     # non-loopback host it needs a shared secret: $LOCALSWARM_FEDERATION_SECRET or a 0600 file.
@@ -124,6 +129,8 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.exec_check not in EXEC_CHECK_MODES:
+            raise ConfigError(f"exec_check must be one of {EXEC_CHECK_MODES}, not {self.exec_check!r}")
         if self.instances is not None and not 1 <= self.instances <= 64:
             raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
         if not 0 < self.port < 65536:

@@ -50,6 +50,15 @@ class VoteResult:
     tool_calls: list[dict] | None
     synthesized: bool = False
     notes: list[str] = field(default_factory=list)
+    #: ``exec`` only: examples passed per candidate (None: no Python code), out of ``examples``.
+    checks: list[int | None] | None = None
+    examples: int = 0
+
+    def exec_summary(self) -> str | None:
+        """``"3/3 examples"`` for the winner of an ``exec`` vote, else None."""
+        if self.checks is None:
+            return None
+        return f"{self.checks[self.winner] or 0}/{self.examples} examples"
 
     def metadata(self, candidates: list[Candidate]) -> dict[str, Any]:
         """JSON-able summary for responses, logs and metrics (instance ids, not indices)."""
@@ -71,6 +80,12 @@ class VoteResult:
             "tool_call": self.tool_calls is not None,
             "synthesized": self.synthesized,
         }
+        if self.checks is not None:
+            meta["exec"] = {
+                "examples": self.examples,
+                "winner": self.exec_summary(),
+                "passed": {candidates[i].id: p for i, p in enumerate(self.checks)},
+            }
         if self.notes:
             meta["notes"] = list(self.notes)
         return meta

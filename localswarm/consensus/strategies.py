@@ -4,6 +4,10 @@
 * ``quality``: the most complete answer: finished normally, code that parses, valid
   tool arguments, a sane length, then agreement with the others as a tie-breaker.
 * ``fastest``: the earliest usable answer (lowest latency, then arrival order).
+* ``exec``: every answer is run on the examples in the request (doctest, ``assert``
+  and "call → value" lines) in the sandbox; most examples passed wins, agreement breaks
+  ties. Where the request has no examples or the answers no Python, the vote is
+  ``similarity`` (nothing is executed).
 
 A request picks one with the header ``x-localswarm-strategy`` or an extra body field
 that OpenAI clients pass through untouched: ``"localswarm_strategy": "quality"`` or

@@ -10,6 +10,10 @@ Pipeline (``similarity`` strategy):
    answer. Call: see ``toolcalls.vote_tool_calls``.
 4. Confidence = winning cluster size / N x cohesion, N counting every answer passed in.
 
+``exec`` strategy: the caller has run every answer on the user's examples
+(:mod:`localswarm.sandbox.check`) and passes the counts; the most examples passed is
+the first key, then steps 1-3 among the answers tied on it (largest cluster, medoid).
+
 Pure: no I/O, no clocks; results depend only on the arguments.
 """
 
@@ -124,22 +128,46 @@ def _clean_calls(calls: list[ParsedCall]) -> list[dict] | None:
     return format_calls(calls) if calls else None
 
 
+def _exec_vote(cands: list[Candidate], an: _Analysis, clusters: list[tuple[list[int], float]],
+               passes: list[int | None], latency: list[float]) -> tuple[int, list[int], float]:
+    """(winner, cluster, cohesion): most examples passed first, then agreement among the tied."""
+    members = an.kept or list(range(len(cands)))
+    best = max((passes[i] or 0) for i in members)
+    tied = [i for i in members if (passes[i] or 0) == best]
+    groups = [([i for i in c if i in tied], h) for c, h in clusters]
+    groups = [(c, h) for c, h in groups if c]
+    if not groups:
+        return min(tied, key=lambda i: (latency[i], i)), [tied[0]], 1.0
+    group, _ = max(groups, key=lambda g: (len(g[0]), g[1]))
+    winner = medoid(an.sim, group, prefer=latency)
+    coh = cohesion(an.sim, group)
+    return winner, group, coh
+
+
 def vote(
     candidates: list[Candidate],
     *,
     strategy: str = "similarity",
     threshold: float = DEFAULT_THRESHOLD,
+    passes: list[int | None] | None = None,
+    examples: int = 0,
 ) -> VoteResult:
     """Choose one answer among ``candidates`` (see the module docstring).
 
-    Raises ValueError on an empty list, an unknown strategy or a threshold outside
-    [0, 1]. With a single candidate that candidate wins with confidence 1.0 and
-    ``metadata()["n"] == 1``: no agreement was measured.
+    ``passes`` (``exec`` only): examples passed per candidate out of ``examples``
+    (None for a candidate without Python code).
+
+    Raises ValueError on an empty list, an unknown strategy, a threshold outside
+    [0, 1], or ``exec`` without one count per candidate. With a single candidate that
+    candidate wins with confidence 1.0 and ``metadata()["n"] == 1``: no agreement was
+    measured.
     """
     if not candidates:
         raise ValueError("vote() needs at least one candidate")
     strategy = check_strategy(strategy)
     _check_threshold(threshold)
+    if strategy == "exec" and (passes is None or len(passes) != len(candidates)):
+        raise ValueError("the exec strategy needs one examples-passed count per candidate")
     cands = list(candidates)
     n = len(cands)
     an = _analyse(cands, threshold, fallback=True)
@@ -172,6 +200,16 @@ def vote(
         return VoteResult(
             winner, strategy, len(cluster) / n * coh, cluster, coh,
             [c for c, _ in clusters], an.excluded, degenerate, None, False, notes,
+        )
+
+    if strategy == "exec":
+        assert passes is not None
+        winner, cluster, coh = _exec_vote(cands, an, clusters, list(passes), latency)
+        calls = an.parsed[winner]
+        return VoteResult(
+            winner, strategy, len(cluster) / n * coh, cluster, coh,
+            [c for c, _ in clusters], an.excluded, degenerate,
+            _clean_calls(calls), False, notes, checks=list(passes), examples=examples,
         )
 
     members = an.kept

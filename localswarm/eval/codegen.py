@@ -21,6 +21,7 @@ import json
 import textwrap
 from pathlib import Path
 
+from localswarm.consensus.examples import sanitize
 from localswarm.consensus.extract import extract, parse_python
 
 __all__ = [
@@ -68,41 +69,6 @@ def messages_for(problem: dict) -> list[dict]:
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": USER_TEMPLATE.format(prompt=problem["prompt"])},
     ]
-
-
-_KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-         ast.Assign, ast.AnnAssign)
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
-
-
-def sanitize(code: str) -> str:
-    """Keep imports, definitions and plain assignments at top level (see module doc).
-
-    Assignments whose value calls ``input``/``print`` are dropped too. Code that does not
-    parse is returned unchanged (it will fail to run, as it should).
-    """
-    tree = parse_python(code)
-    if tree is None:
-        return code
-    kept = []
-    for node in tree.body:
-        if not isinstance(node, _KEEP) or _is_main_guard(node):
-            continue
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
-            isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in ("input", "print")
-            for sub in ast.walk(node)
-        ):
-            continue
-        kept.append(node)
-    lines = code.split("\n")
-    out = []
-    for node in kept:
-        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        out.append("\n".join(lines[start - 1 : node.end_lineno]))
-    return "\n\n".join(out) + "\n"
 
 
 def _defines(code: str, name: str) -> bool:

@@ -26,7 +26,7 @@ from localswarm import paths
 from localswarm.eval import report
 from localswarm.eval.codegen import load_problems
 from localswarm.eval.sampling import GenConfig, base_url_endpoints, read_samples, sample_all, spawned
-from localswarm.eval.sandbox import Limits, isolation_summary, probe
+from localswarm.sandbox import Limits, isolation_summary, probe
 
 logger = logging.getLogger("localswarm.eval")
 

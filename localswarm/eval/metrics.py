@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import comb
 
 import numpy as np
 
-__all__ = ["auroc", "pass_at_k", "percentile", "selection_efficiency"]
+__all__ = ["auroc", "bootstrap_ci", "pass_at_k", "percentile", "selection_efficiency"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -64,3 +64,37 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if len(values) == 0:
         return None
     return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def bootstrap_ci(
+    columns: Mapping[str, Sequence[float]],
+    stat: Callable[[Mapping[str, np.ndarray]], float | None],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``stat`` over problems.
+
+    ``columns`` holds one value per problem in each column (same length); each resample
+    draws problems with replacement and passes the resampled columns to ``stat``.
+    Resamples where ``stat`` is undefined (None) are skipped; None when all are.
+    """
+    arrays = {k: np.asarray(v, dtype=float) for k, v in columns.items()}
+    sizes = {a.size for a in arrays.values()}
+    if len(sizes) != 1:
+        raise ValueError("columns differ in length")
+    size = sizes.pop()
+    if size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, size, size)
+        v = stat({k: a[idx] for k, a in arrays.items()})
+        if v is not None:
+            values.append(v)
+    if not values:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

@@ -20,8 +20,10 @@ from typing import Any
 from localswarm.consensus import Candidate, vote
 from localswarm.consensus import similarity as _sim
 from localswarm.eval.codegen import assemble_program
-from localswarm.eval.metrics import auroc, pass_at_k, percentile, selection_efficiency
-from localswarm.eval.sandbox import Limits, run_test
+from localswarm.consensus.examples import answer_code, find_examples
+from localswarm.eval.metrics import auroc, bootstrap_ci, pass_at_k, percentile, selection_efficiency
+from localswarm.sandbox import Limits, run_test
+from localswarm.sandbox.check import relevant_examples, run_examples
 
 __all__ = ["ProblemEval", "evaluate", "render_section", "summarise", "write_section"]
 
@@ -42,6 +44,11 @@ class ProblemEval:
     statuses: list[str] = field(default_factory=list)
     optillm_choice: int | None = None  # None: optillm would answer "No consistent answer found."
     optillm_ms: float | None = None
+    #: ``exec``: the winner when every sample ran on the prompt's own examples (what the
+    #: gateway sees: never the hidden tests); the similarity winner where there are none.
+    voted_exec: int | None = None
+    exec_examples: int = 0
+    exec_ms: float | None = None
 
 
 def optillm_sc_choice(texts: list[str], finish_reasons: list[str | None], threshold: float = 0.8) -> int | None:
@@ -150,6 +157,16 @@ def evaluate(
                                                   [r.get("finish_reason") for r in recs])
             pe.optillm_ms = (time.perf_counter() - t0) * 1000
             pe.confidence, pe.cluster_size, pe.degenerate = v.confidence, len(v.cluster), v.degenerate
+            t0 = time.perf_counter()
+            codes = [answer_code(c.text) for c in cands]
+            examples = relevant_examples(codes, find_examples(p["prompt"]))
+            if examples:
+                passes = run_examples(codes, examples)
+                pe.voted_exec = vote(cands, strategy="exec", passes=passes, examples=len(examples)).winner
+                pe.exec_examples = len(examples)
+            else:
+                pe.voted_exec = v.winner
+            pe.exec_ms = (time.perf_counter() - t0) * 1000
         out.append(pe)
     return out
 
@@ -198,7 +215,36 @@ def summarise(evals: list[ProblemEval], n: int) -> dict[str, Any]:
         mixed = [e for e in evals if 0 < sum(e.passed) < n]
         s["mixed_voted_pass"] = sum(1 for e in mixed if e.passed[e.voted])
         s["mixed_expected_random"] = sum(sum(e.passed) / n for e in mixed)
+        s["exec_pass1"] = _mean([float(e.passed[e.voted_exec]) for e in evals])
+        s["exec_selection_efficiency"] = selection_efficiency(s["exec_pass1"], single, s["oracle_passN"])
+        s["exec_problems_with_examples"] = sum(1 for e in evals if e.exec_examples)
+        s["exec_ms_p95"] = percentile([e.exec_ms or 0.0 for e in evals], 95)
+        s["intervals"] = intervals(evals, n)
     return s
+
+
+#: (label, ProblemEval attribute holding the chosen sample) for every selection method.
+METHODS = (("similarity", "voted"), ("quality", "voted_quality"), ("exec", "voted_exec"))
+
+
+def intervals(evals: list[ProblemEval], n: int, *, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """95% bootstrap intervals (problems resampled) of pass@1 and selection efficiency per
+    method, with the number of problems that decide them (some but not all samples pass)."""
+    cols: dict[str, list[float]] = {
+        "random": [sum(e.passed) / n for e in evals],
+        "oracle": [float(any(e.passed)) for e in evals],
+    }
+    for name, attr in METHODS:
+        cols[name] = [float(e.passed[getattr(e, attr)]) for e in evals]
+    out: dict[str, Any] = {"deciding": sum(1 for e in evals if 0 < sum(e.passed) < n)}
+    for name, _ in METHODS:
+        out[name] = {
+            "pass1": bootstrap_ci(cols, lambda c, k=name: float(c[k].mean()), resamples=resamples, seed=seed),
+            "se": bootstrap_ci(cols, lambda c, k=name: selection_efficiency(
+                float(c[k].mean()), float(c["random"].mean()), float(c["oracle"].mean())),
+                resamples=resamples, seed=seed),
+        }
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -207,6 +253,12 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None, fmt: str = "{:.3f}") -> str:
     return "n/a" if x is None else fmt.format(x)
+
+
+def _interval(ci: tuple[float, float] | None, percent: bool) -> str:
+    if ci is None:
+        return "n/a"
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]" if percent else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def machine_line() -> str:
@@ -270,7 +322,22 @@ def render_section(label: str, s: dict[str, Any], meta: dict[str, Any], notes: l
             f"{_num(s.get('mixed_expected_random'), '{:.1f}')} expected) |",
             f"| mean winning-cluster size / degenerate votes | {_num(s.get('mean_cluster'), '{:.2f}')} of {n} / "
             f"{s.get('degenerate')} |",
+            f"| voted pass@1 (`exec`: samples run on the prompt's own examples) | {_pct(s.get('exec_pass1'))} "
+            f"({s.get('exec_problems_with_examples')} problems have examples; the others fall back to "
+            f"`similarity`; check p95 {_num(s.get('exec_ms_p95'), '{:.0f}')} ms) |",
+            f"| selection efficiency, `exec` | {_num(s.get('exec_selection_efficiency'), '{:.2f}')} |",
         ]
+        iv = s.get("intervals") or {}
+        lines += ["", f"95% bootstrap intervals ({iv.get('deciding')} problems decide every figure: "
+                  "some but not all of their samples pass):", "",
+                  "| method | pass@1 | 95% interval | selection efficiency | 95% interval |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, _ in METHODS:
+            key = {"similarity": "voted_pass1", "quality": "quality_pass1", "exec": "exec_pass1"}[name]
+            se_key = {"similarity": "selection_efficiency", "quality": "quality_selection_efficiency",
+                      "exec": "exec_selection_efficiency"}[name]
+            lines.append(f"| `{name}` | {_pct(s.get(key))} | {_interval(iv.get(name, {}).get('pass1'), True)} | "
+                         f"{_num(s.get(se_key), '{:.2f}')} | {_interval(iv.get(name, {}).get('se'), False)} |")
     lines += [
         f"| samples cut at max tokens | {_pct(s.get('truncated'))} |",
         f"| replies used as whole function / body / raw completion / empty | {s['how']['function']} / "

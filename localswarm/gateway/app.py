@@ -99,7 +99,8 @@ def create_app(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-api-key", "x-localswarm-strategy"],
             expose_headers=["x-localswarm-strategy", "x-localswarm-confidence", "x-localswarm-votes",
-                            "x-localswarm-winner", "x-localswarm-instances", "retry-after"],
+                            "x-localswarm-winner", "x-localswarm-instances", "x-localswarm-exec",
+                            "retry-after"],
         ))
     if api_key:
         middleware.append(Middleware(APIKeyMiddleware, key=api_key, on_reject=counters.count_auth_rejection))

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from localswarm import upstream
-from localswarm.consensus import Candidate, VoteResult, quorum_reached, vote
+from localswarm.consensus import Candidate, VoteResult, quorum_reached
+from localswarm.consensus.examples import body_text
 from localswarm.errors import APIError
 from localswarm.gateway import fanout
+from localswarm.sandbox.check import checked_vote
 from localswarm.supervisor.instance import Instance
 from localswarm.upstream import Answer
 
@@ -87,13 +89,17 @@ class Round:
 
     def headers(self, meta: dict[str, Any]) -> dict[str, str]:
         """The ``x-localswarm-*`` response headers, from :meth:`metadata`'s result."""
-        return {
+        headers = {
             "x-localswarm-strategy": self.strategy,
             "x-localswarm-confidence": f"{self.confidence:.3f}",
             "x-localswarm-votes": f"{meta.get('votes')}/{meta.get('n')}",
             "x-localswarm-winner": str(meta.get("winner")),
             "x-localswarm-instances": f"{len(self.answers)}/{self.gathered.asked}",
         }
+        checked = self.result.exec_summary() if self.result is not None else None
+        if checked is not None:  # the answers were run on the request's examples
+            headers["x-localswarm-exec"] = checked
+        return headers
 
 
 def local_metadata(
@@ -166,8 +172,10 @@ async def local_round(
         state.client, instances, bodies, timeout=settings.instance_timeout, quorum=quorum, path=path
     )
     fanout.raise_for_nothing(gathered)
-    # Keep arrival order: the `fastest` strategy and tie-breaks rely on it.
-    result = vote(list(gathered.answers), strategy=strategy, threshold=settings.similarity_threshold)
+    # Keep arrival order: the `fastest` strategy and tie-breaks rely on it. Where the request
+    # carries runnable examples, the answers are run on them first (sandbox/check.py).
+    result = await checked_vote(list(gathered.answers), body_text(body), strategy=strategy,
+                                threshold=settings.similarity_threshold, mode=settings.exec_check)
     # Support is counted against every instance asked: one that crashed, timed out or was
     # cut off by the quorum is a missing vote, not an abstention.
     result.confidence *= len(gathered.answers) / gathered.asked

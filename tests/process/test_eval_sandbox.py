@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localswarm.eval.sandbox import Limits, isolation_summary, probe, run_program, run_test
+from localswarm.sandbox import Limits, isolation_summary, probe, run_program, run_test
 
 CHECK = "def check(candidate):\n    assert candidate(2) == 3\n    assert candidate(-1) == 0\n"
 

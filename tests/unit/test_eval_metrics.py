@@ -69,17 +69,18 @@ def test_percentile() -> None:
     assert percentile([0, 10], 95) == pytest.approx(9.5)
 
 
-def _pe(passed: list[bool], voted: int, quality: int, conf: float) -> ProblemEval:
+def _pe(passed: list[bool], voted: int, quality: int, conf: float, exec_: int | None = None) -> ProblemEval:
     n = len(passed)
     return ProblemEval(task_id="t", passed=passed, how=["function"] * n, finish=["stop"] * n,
                        voted=voted, voted_quality=quality, confidence=conf, cluster_size=1,
-                       vote_ms=1.0, vote_quality_ms=0.5, statuses=["passed" if p else "failed" for p in passed])
+                       vote_ms=1.0, vote_quality_ms=0.5, statuses=["passed" if p else "failed" for p in passed],
+                       voted_exec=voted if exec_ is None else exec_, exec_examples=int(exec_ is not None))
 
 
 def test_summarise_figures() -> None:
     evals = [
         _pe([True, True, False, False], voted=0, quality=2, conf=0.9),   # vote picks a pass
-        _pe([False, False, False, True], voted=0, quality=3, conf=0.2),  # vote misses it
+        _pe([False, False, False, True], voted=0, quality=3, conf=0.2, exec_=3),  # vote misses it, exec not
         _pe([False] * 4, voted=1, quality=1, conf=0.3),
         _pe([True] * 4, voted=2, quality=2, conf=0.8),
     ]
@@ -93,6 +94,27 @@ def test_summarise_figures() -> None:
     assert s["selection_efficiency"] == pytest.approx((0.5 - 0.4375) / (0.75 - 0.4375))
     assert s["auroc"] == 1.0  # the two passing winners have the highest confidence
     assert s["mixed_problems"] == 2 and s["mixed_voted_pass"] == 1
+    assert s["exec_pass1"] == pytest.approx(0.75) and s["exec_selection_efficiency"] == pytest.approx(1.0)
+    assert s["exec_problems_with_examples"] == 1
+    iv = s["intervals"]
+    assert iv["deciding"] == 2
+    lo, hi = iv["exec"]["pass1"]
+    assert 0.0 <= lo <= 0.75 <= hi <= 1.0 and lo < hi
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_problems() -> None:
+    from localswarm.eval.metrics import bootstrap_ci
+
+    def mean(c):
+        return float(c["x"].mean())
+
+    small = bootstrap_ci({"x": [1, 0] * 10}, mean, seed=1)
+    large = bootstrap_ci({"x": [1, 0] * 500}, mean, seed=1)
+    assert small[0] < 0.5 < small[1] and large[0] < 0.5 < large[1]
+    assert (large[1] - large[0]) < (small[1] - small[0]) / 3
+    assert bootstrap_ci({"x": [1.0] * 5}, lambda c: None) is None
+    with pytest.raises(ValueError):
+        bootstrap_ci({"x": [1], "y": [1, 2]}, mean)
 
 
 def test_summarise_single_sample_has_no_vote_figures() -> None:

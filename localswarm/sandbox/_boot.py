@@ -1,4 +1,4 @@
-"""Sandbox bootstrap: run as ``python -I _boot.py CONFIG_JSON`` by :mod:`localswarm.eval.sandbox`.
+"""Sandbox bootstrap: run as ``python -I _boot.py CONFIG_JSON`` by :mod:`localswarm.sandbox`.
 
 Standard library only, and never imported by the package (it is a script). In order:
 
@@ -55,7 +55,7 @@ _FLAG_BITS = {
 PRELOAD = (
     "abc array bisect cmath collections collections.abc copy dataclasses datetime decimal enum "
     "fractions functools hashlib heapq itertools json math numbers operator random re statistics "
-    "string textwrap time typing unicodedata io os socket traceback linecache "
+    "string textwrap time typing unicodedata io os signal socket traceback linecache "
     "encodings.idna encodings.ascii encodings.latin_1 encodings.utf_16 encodings.utf_32"
 ).split()
 

