@@ -153,7 +153,7 @@ def test_the_supervisor_starts_exactly_the_contract_fake_binary(tmp_path: Path, 
                          instance_args=launch.device_args(model.devices))
         sup.start()
         try:
-            assert await sup.wait_ready(30)
+            assert await sup.wait_ready(30, all_=True)  # both started and recorded, not just the first
         finally:
             await sup.stop()
 
