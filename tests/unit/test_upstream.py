@@ -87,10 +87,16 @@ def test_ask_retries_a_stale_keepalive_once_and_counts_the_request(tmp_path: Pat
     assert (s.requests, s.in_flight, s.failures, s.completion_tokens, s.generation_seconds) == (1, 0, 0, 2, 0.5)
 
 
-def test_ask_translates_a_refusal_and_counts_a_failure(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status,message,failure", [
+    (400, "too long", False),                                  # the client's error: a refusal
+    (500, "Failed to parse tools: Missing tool type", False),  # llama-server's 500 for a malformed request
+    (500, "llama_decode failed", True),                        # the instance's own failure
+])
+def test_ask_translates_an_error_and_counts_only_real_failures(tmp_path: Path, status: int, message: str,
+                                                               failure: bool) -> None:
     inst = FakeSupervisor(1, tmp_path).instances[0]
-    transport = httpx.MockTransport(lambda r: httpx.Response(400, json={"error": {"code": 400, "message": "too long",
-                                                                                  "type": "exceed_context_size_error"}}))
+    transport = httpx.MockTransport(lambda r: httpx.Response(status, json={"error": {
+        "code": status, "message": message, "type": "exceed_context_size_error"}}))
 
     async def run() -> None:
         async with httpx.AsyncClient(transport=transport) as client:
@@ -98,8 +104,9 @@ def test_ask_translates_a_refusal_and_counts_a_failure(tmp_path: Path) -> None:
 
     with pytest.raises(UpstreamError) as err:
         asyncio.run(run())
-    assert (err.value.status, err.value.message, err.value.type) == (400, "too long", "exceed_context_size_error")
-    assert (inst.stats.requests, inst.stats.in_flight, inst.stats.failures) == (1, 0, 1)
+    assert (err.value.status, err.value.message, err.value.type) == (status, message, "exceed_context_size_error")
+    assert err.value.refusal is not failure
+    assert (inst.stats.requests, inst.stats.in_flight, inst.stats.failures) == (1, 0, int(failure))
 
 
 def test_policy_seeds_and_gateway_fields() -> None:
