@@ -45,7 +45,8 @@ def templates(tokens: int) -> list[tuple[str, dict[str, Any]]]:
         (CHAT, {"messages": [
             {"role": "user", "content": [{"type": "text", "text": "Read a.py"}]},
             {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\": \"a.py\"}"}}]},
+                {"id": "c1", "type": "function",
+                 "function": {"name": "read_file", "arguments": "{\"path\": \"a.py\"}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "print(1)"}],
             "tools": [_TOOL], "tool_choice": {"type": "function", "function": {"name": "read_file"}},
             "max_completion_tokens": tokens, "stream": True}),

@@ -367,7 +367,8 @@ def _prompts(name: str, text: Any, limit: int) -> Any:
     shape.__name__ = shape.__qualname__ = f"{name}_shape"
     SHAPES[shape.__name__] = "a string, an array of token ids, or an array of strings or token-id arrays"
     many = Annotated[list[Union[text, Tokens]], Field(min_length=1, max_length=limit)]
-    return Annotated[Union[Annotated[text, Tag("text")], Annotated[Tokens, Tag("tokens")], Annotated[many, Tag("many")]],
+    members = Union[Annotated[text, Tag("text")], Annotated[Tokens, Tag("tokens")], Annotated[many, Tag("many")]]
+    return Annotated[members,  # type: ignore[valid-type]
                      Discriminator(shape),
                      Field(description=f"A string, token ids, or an array of up to {limit} of them.")]
 
