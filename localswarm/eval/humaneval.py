@@ -52,7 +52,9 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     g.add_argument("--ngl", default=None, help="GPU layers (e.g. 99 or auto); CPU only when unset")
     g.add_argument("--llama-server", default=None, help="llama-server binary (default: the project's lookup)")
     b = p.add_argument_group("base URL")
-    b.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    # The key is read from the environment, never a flag (argv shows in `ps`).
+    b.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
+                   help="environment variable holding the base URL's API key (default OPENAI_API_KEY)")
     b.add_argument("--request-model", default=None, help="model name to send (default: the server's first)")
     b.add_argument("--concurrency", type=int, default=2, help="requests in flight per base URL")
     s = p.add_argument_group("sampling")
@@ -126,7 +128,8 @@ async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) 
             wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),
                                     deadline=deadline)
     else:
-        eps = await base_url_endpoints(args.base_url, args.api_key, args.request_model, args.concurrency)
+        eps = await base_url_endpoints(args.base_url, os.environ.get(args.api_key_env), args.request_model,
+                                       args.concurrency)
         meta.update(model=eps[0].model, source=f"--base-url {', '.join(args.base_url)} "
                                                f"({args.concurrency} in flight each)")
         wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),

@@ -80,9 +80,9 @@ def openapi_schema(server_url: str = "") -> dict[str, Any]:
             "/v1/models": {"get": {"summary": "The served model and its aliases",
                                    "responses": {"200": _json(_ref("ModelList")), **_errors(401)}}},
             "/v1/models/{model_id}": {"get": {
-                "summary": "Any id resolves to the swarm",
+                "summary": "Any id resolves to the swarm (404 for a path-like id: .., //, backslash, control characters)",
                 "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ref("Model")), **_errors(401)},
+                "responses": {"200": _json(_ref("Model")), **_errors(401, 404)},
             }},
             "/health": {"get": {"summary": "Ready instances (no API key needed)", "security": [],
                                 "responses": {"200": _json(_ref("Health")),

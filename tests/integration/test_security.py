@@ -332,18 +332,31 @@ def test_a_plain_model_name_still_resolves(swarm: Swarm) -> None:
             assert c.get(f"/v1/models/{name}").json()["id"] == name
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "../swarm.json", "/etc/passwd", "..", "inst-0/../../x",
-                                  "../state/swarm"])
-def test_path_traversal_in_logs_and_pull(swarm: Swarm, name: str) -> None:
-    logs = swarm.cli("logs", name, "-n", "5")
-    assert logs.returncode == 1 and "no log for" in logs.stderr, logs.stdout + logs.stderr
-    assert "root:" not in logs.stdout and KEY not in logs.stdout
+TRAVERSALS = ["../../etc/passwd", "../swarm.json", "/etc/passwd", "..", "inst-0/../../x", "../state/swarm",
+              "..\\..\\x", "%2e%2e%2fetc%2fpasswd"]
+
+
+def test_path_traversal_in_logs_and_pull(swarm: Swarm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`logs NAME` and `pull MODEL` (run in-process through click, against the swarm's own state
+    and cache) refuse every traversal and write nothing."""
+    from click.testing import CliRunner
+
+    from localswarm.cli import main
+
+    for name in ("LOCALSWARM_STATE_DIR", "LOCALSWARM_CACHE_DIR", "LOCALSWARM_CONFIG_DIR"):
+        monkeypatch.setenv(name, swarm.env[name])
     cache = Path(swarm.env["LOCALSWARM_CACHE_DIR"])
     before = sorted(cache.rglob("*"))
-    for model in (name, f"qwen2.5-coder:{name}:q4_k_m", f"qwen2.5-coder:7b:{name}"):
-        pulled = swarm.cli("pull", model, timeout=60)
-        assert pulled.returncode == 1 and "error:" in pulled.stderr, pulled.stdout + pulled.stderr
+    runner = CliRunner()
+    for name in TRAVERSALS:
+        logs = runner.invoke(main, ["logs", name, "-n", "5"])
+        assert logs.exit_code == 1 and "no log for" in logs.output, (name, logs.output)
+        assert "root:" not in logs.output and KEY not in logs.output
+        for model in (name, f"qwen2.5-coder:{name}:q4_k_m", f"qwen2.5-coder:7b:{name}"):
+            pulled = runner.invoke(main, ["pull", model])
+            assert pulled.exit_code == 1 and "error:" in pulled.output, (model, pulled.output)
     assert sorted(cache.rglob("*")) == before  # nothing fetched or written anywhere
+    assert runner.invoke(main, ["logs", "inst-0", "-n", "1"]).exit_code == 0  # a real name still works
 
 
 # -- federation -------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def test_api_key_protects_the_swarm_and_never_reaches_a_command_line(real_llama,
     key = "test-key-" + os.urandom(8).hex()
     env = {**os.environ, "LOCALSWARM_STATE_DIR": str(tmp_path / "state")}
     port = free_tcp_port()
-    up = _cli(env, "up", "--detach", "--port", str(port), "--model", "embedded", "--api-key", key)
+    assert _cli(env, "up", "--api-key", key).returncode == 2  # no such flag: a key on argv shows in ps
+    up = _cli({**env, "LOCALSWARM_API_KEY": key}, "up", "--detach", "--port", str(port), "--model", "embedded")
     assert up.returncode == 0, up.stderr
     try:
         gateway = json.loads((tmp_path / "state" / "swarm.json").read_text())["pid"]
