@@ -41,7 +41,7 @@ def test_scale_harness_small(tmp_path: Path) -> None:
     text = bench.markdown(rows, instances=3, requests=3, fake_delay=0.05)
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
-    bench.write_section(text, doc)
-    bench.write_section(text, doc)  # idempotent: replaced, not appended twice
+    bench.write_section(bench.SECTION, text, doc)
+    bench.write_section(bench.SECTION, text, doc)  # idempotent: replaced, not appended twice
     out = doc.read_text()
     assert out.count("## Federation scale") == 1 and "## Other\n\nkept" in out and "FAKE llama-server" in out
