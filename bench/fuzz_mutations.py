@@ -5,7 +5,7 @@ Valid and mutated bodies of every kind (chat plain/streamed/tools/n>1, legacy co
 embeddings) over several seeds, sent to a gateway over real llama-servers with the
 embedded model. Reports the status counts per route and every answer >= 500 (there
 should be none), and writes them to docs/benchmarks.md (section "Mutation fuzzing").
-Each 5xx it finds belongs in tests/unit/test_request_schema.py as a regression test.
+Each 5xx it finds belongs in tests/process/test_request_schema.py as a regression test.
 
 Run: .venv/bin/python bench/fuzz_mutations.py [--bodies 10000] [--seeds 3] [--tokens 2] [--instances 2]
 """

@@ -12,7 +12,7 @@ carrying the plan's placement, and this module alone turns it into processes:
 - slots and context: ``-np parallel``, ``-c ctx_size × parallel``.
 
 ``docs/launch.md`` shows the resulting argv on the reference machines, and
-``tests/unit/test_launch_contract.py`` holds every route to it.
+``tests/process/test_launch_contract.py`` holds every route to it.
 """
 
 from __future__ import annotations

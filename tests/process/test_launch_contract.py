@@ -6,7 +6,7 @@ plan), an explicit ``.gguf`` path, and MLX on Apple Silicon. Machines: the 8 of
 The planned model is "cached" under its registry name as a file that is not a GGUF, so every
 route plans from the registry's figures (as on a first run) and the ``.gguf`` route has a path. The binary is the FAKE llama-server (tests/fakes/fake_llama_server.py), which records its argv.
 
-``python -m tests.unit.test_launch_contract`` rewrites the table in ``docs/launch.md``.
+``python -m tests.process.test_launch_contract`` rewrites the table in ``docs/launch.md``.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def test_docs_launch_md_shows_the_table(tmp_path: Path, monkeypatch: pytest.Monk
     text = DOC.read_text()
     table = launch_table(tmp_path, monkeypatch)
     current = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
-    assert current == table, "docs/launch.md is stale: run `python -m tests.unit.test_launch_contract`"
+    assert current == table, "docs/launch.md is stale: run `python -m tests.process.test_launch_contract`"
 
 
 if __name__ == "__main__":  # rewrite the table in docs/launch.md
