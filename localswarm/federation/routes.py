@@ -24,6 +24,7 @@ from localswarm.federation.auth import HEADER_NODE, HEADER_NONCE, ReplayCache, c
 from localswarm.federation.errors import AuthError, HopLimitError, ProtocolError
 from localswarm.federation.peers import HEALTH_PATH, INFO_PATH, VOTE_PATH
 from localswarm.federation.protocol import HealthReply, InfoReply, VoteReply, VoteRequest
+from localswarm.gateway.validation import read_capped
 
 __all__ = ["MAX_BODY_BYTES", "FederationCoordinator", "federation_routes"]
 
@@ -93,16 +94,8 @@ def federation_routes(
         return response
 
     async def read_body(request: Request) -> bytes | Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        raw = await read_capped(request, MAX_BODY_BYTES)
+        return _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes") if raw is None else raw
 
     async def vote(request: Request) -> Response:
         body = await read_body(request)

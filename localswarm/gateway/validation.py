@@ -26,19 +26,31 @@ from localswarm.gateway.errors import APIError, invalid
 MAX_DEPTH = 64  # nesting of arrays/objects; real requests (tool schemas included) stay far below
 
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, refusing oversized or malformed input with OpenAI errors."""
+async def read_capped(request: Request, max_bytes: int) -> bytes | None:
+    """The raw body, or None as soon as it is known to exceed ``max_bytes`` (declared or read).
+
+    The one body reader of the app: the OpenAI routes (:func:`read_json`) and federation's
+    routes each turn None into their own 413.
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
+        return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            return None
         chunks.append(chunk)
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, refusing oversized or malformed input with OpenAI errors."""
+    raw = await read_capped(request, max_bytes)
+    if raw is None:
+        raise _too_large(max_bytes)
+    return parse_json(raw)
 
 
 def _too_large(max_bytes: int) -> APIError:
