@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 
 import httpx
@@ -221,27 +221,50 @@ def verify(
     both qualify). The nonce is recorded only once the signature is valid, so forged
     requests cannot fill the replay cache.
     """
+    _check_signed(
+        headers, secret, replay_cache, lambda ts, nonce: _canonical(method, path, ts, nonce, body),
+        error=AuthError, kind="request", prefix="", now=now, window_s=window_s,
+        bad_signature="bad signature: the peers do not share the same federation secret",
+    )
+
+
+def _check_signed(
+    headers: Mapping[str, str],
+    secret: bytes,
+    replay_cache: ReplayCache,
+    canonical: Callable[[str, str], bytes],
+    *,
+    error: type[AuthError],
+    kind: str,
+    prefix: str,
+    now: float | None,
+    window_s: float,
+    bad_signature: str,
+) -> None:
+    """The one check of a signed message (request or reply): headers present, timestamp in the
+    window, signature over ``canonical(timestamp, nonce)``, nonce never seen. The nonce is
+    recorded only once the signature is valid, so forgeries cannot fill the replay cache."""
     ts = _header(headers, HEADER_TIMESTAMP)
     nonce = _header(headers, HEADER_NONCE)
     sig = _header(headers, HEADER_SIGNATURE)
     if not ts or not nonce or not sig:
-        raise AuthError("unsigned request: missing x-localswarm-timestamp, -nonce or -signature header")
+        raise error(f"unsigned {kind}: missing x-localswarm-timestamp, -nonce or -signature header")
     if len(nonce) > 128:
-        raise AuthError("nonce too long")
+        raise error(f"{prefix}nonce too long")
     try:
         ts_value = int(ts)
     except ValueError:
-        raise AuthError(f"invalid timestamp {ts!r}") from None
+        raise error(f"invalid {prefix}timestamp {ts!r}") from None
     wall = time.time() if now is None else now
     if abs(wall - ts_value) > window_s:
-        raise AuthError(
-            f"stale or future timestamp ({wall - ts_value:+.0f} s off, window ±{window_s:.0f} s): check the clocks"
+        raise error(
+            f"stale or future {prefix}timestamp ({wall - ts_value:+.0f} s off, window ±{window_s:.0f} s): "
+            "check the clocks"
         )
-    expected = _signature(secret, _canonical(method, path, ts, nonce, body))
-    if not same_secret(sig, expected):
-        raise AuthError("bad signature: the peers do not share the same federation secret")
+    if not same_secret(sig, _signature(secret, canonical(ts, nonce))):
+        raise error(bad_signature)
     if not replay_cache.check_and_add(nonce):
-        raise AuthError("replayed request: nonce already used")
+        raise error(f"replayed {kind}: nonce already used")
 
 
 def _reply_canonical(status: int, request_nonce: str, timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -277,27 +300,12 @@ def verify_reply(
     window_s: float = TIMESTAMP_WINDOW_S,
 ) -> None:
     """Check a reply's signature, timestamp and nonce; raise :class:`ReplyAuthError` if bad."""
-    ts = _header(headers, HEADER_TIMESTAMP)
-    nonce = _header(headers, HEADER_NONCE)
-    sig = _header(headers, HEADER_SIGNATURE)
-    if not ts or not nonce or not sig:
-        raise ReplyAuthError("unsigned reply: missing x-localswarm-timestamp, -nonce or -signature header")
-    if len(nonce) > 128:
-        raise ReplyAuthError("reply nonce too long")
-    try:
-        ts_value = int(ts)
-    except ValueError:
-        raise ReplyAuthError(f"invalid reply timestamp {ts!r}") from None
-    wall = time.time() if now is None else now
-    if abs(wall - ts_value) > window_s:
-        raise ReplyAuthError(
-            f"stale or future reply timestamp ({wall - ts_value:+.0f} s off, window ±{window_s:.0f} s): check the clocks"
-        )
-    expected = _signature(secret, _reply_canonical(status, request_nonce, ts, nonce, body))
-    if not same_secret(sig, expected):
-        raise ReplyAuthError("bad reply signature: altered on the way, or not from a peer holding the secret")
-    if not replay_cache.check_and_add(nonce):
-        raise ReplyAuthError("replayed reply: nonce already used")
+    _check_signed(
+        headers, secret, replay_cache,
+        lambda ts, nonce: _reply_canonical(status, request_nonce, ts, nonce, body),
+        error=ReplyAuthError, kind="reply", prefix="reply ", now=now, window_s=window_s,
+        bad_signature="bad reply signature: altered on the way, or not from a peer holding the secret",
+    )
 
 
 class FederationAuth(httpx.Auth):
