@@ -71,17 +71,48 @@ def locate_cached(ref: Any) -> Path | None:
         return None
 
 
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The user's bounds on the planner (the seed plan's ``swarm``/``models``/``hardware`` keys)."""
+
+    min_instances: int | None = None
+    max_instances: int | None = None
+    preferred_models: tuple[str, ...] = ()  # families "auto" tries first, in this order
+    gpu_memory_fraction: float = 1.0
+    ram_fraction: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PlanPolicy:
+        return cls(min_instances=settings.min_instances, max_instances=settings.max_instances,
+                   preferred_models=tuple(settings.preferred_models),
+                   gpu_memory_fraction=settings.gpu_memory_fraction, ram_fraction=settings.ram_fraction)
+
+    def rules(self) -> Any:
+        """The budget rules: ``ram_fraction`` for CPU and Apple Silicon; ``gpu_memory_fraction``
+        of each GPU, the 10 % (>= 1 GiB) reserve for the driver kept whatever it says."""
+        from localswarm.hardware.budget import BudgetRules
+
+        default = BudgetRules()
+        return BudgetRules(gpu_reserve_fraction=max(default.gpu_reserve_fraction, 1.0 - self.gpu_memory_fraction),
+                           apple_fraction=self.ram_fraction, cpu_fraction=self.ram_fraction)
+
+
 def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
               interactive: bool = False, chooser: Callable[..., Any] | None = None,
-              devices: list[str] | None = None, offline: bool = False) -> Any:
+              devices: list[str] | None = None, offline: bool = False, policy: PlanPolicy | None = None) -> Any:
     """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware.
 
     ``offline``: only models already in the cache (and the embedded one) are considered.
+    ``policy``: the user's budget fractions, instance bounds and preferred families.
     """
+    import dataclasses
+
     from localswarm.hardware import detect
-    from localswarm.models.planner import plan
+    from localswarm.models.planner import PlanError, list_variants, plan
     from localswarm.models.registry import load_registry
 
+    policy = policy or PlanPolicy()
+    rules = policy.rules()
     profile = detect()
     registry = load_registry()
     if interactive:
@@ -90,8 +121,39 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
-    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=locate_cached,
-                devices=devs, offline=offline)
+    reasons: list[str] = []
+    if model is None and policy.preferred_models and not offline:
+        rows = list_variants(profile, registry, ctx=ctx, parallel=parallel,
+                             instances=instances or policy.min_instances or 1, rules=rules, devices=devs,
+                             locate=locate_cached)
+        for family in policy.preferred_models:
+            row = next((r for r in rows if r.fits and not r.embedded
+                        and r.model_id.split(":")[0].lower() == family.lower()), None)
+            if row is not None:
+                model = row.model_id
+                reasons.append(f"preferred_models: {family} → {model}, its best variant that fits")
+                break
+        else:
+            reasons.append(f"preferred_models: none of {', '.join(policy.preferred_models)} fits this machine "
+                           "(or is in the registry): planned as auto")
+
+    def run(count: int | None) -> Any:
+        return plan(profile, registry, model=model, instances=count, ctx=ctx, parallel=parallel,
+                    locate=locate_cached, devices=devs, offline=offline, rules=rules)
+
+    p = run(instances)
+    if instances is None and policy.max_instances and p.instances > policy.max_instances:
+        p = run(policy.max_instances)
+        reasons.append(f"max_instances: {policy.max_instances}")
+    elif instances is None and policy.min_instances and p.instances < policy.min_instances:
+        try:
+            p = run(policy.min_instances)
+        except PlanError as exc:
+            raise PlanError(f"min_instances {policy.min_instances}: {exc}") from None
+        reasons.append(f"min_instances: {policy.min_instances}")
+    if reasons:
+        p = dataclasses.replace(p, reasons=(*p.reasons, *reasons))
+    return p
 
 
 def fetch_plan(p: Any, *, progress: bool = True, announce: Callable[[str], None] | None = None) -> Path:
@@ -126,7 +188,8 @@ def _revision(model_id: str) -> str:
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
                   interactive: bool = False, progress: bool = True, devices: list[str] | None = None,
-                  backend: str = "auto", say: Callable[[str], None] | None = None) -> ResolvedModel:
+                  backend: str = "auto", say: Callable[[str], None] | None = None,
+                  policy: PlanPolicy | None = None) -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
     With ``auto``, when the planned model can be neither found in the cache nor downloaded,
@@ -135,7 +198,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
     ``say`` receives each note as soon as it is known (the plan before the download).
     """
     r = _resolve(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive,
-                 progress=progress, devices=devices, backend=backend, say=say)
+                 progress=progress, devices=devices, backend=backend, say=say, policy=policy)
     return r
 
 
@@ -154,7 +217,7 @@ class _Notes(list):  # type: ignore[type-arg]
 
 def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int, interactive: bool,
              progress: bool, devices: list[str] | None, backend: str,
-             say: Callable[[str], None] | None) -> ResolvedModel:
+             say: Callable[[str], None] | None, policy: PlanPolicy | None = None) -> ResolvedModel:
     spec = (spec or "auto").strip()
     if spec == "embedded" and not interactive:
         return _embedded(instances)
@@ -166,7 +229,8 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
         for note in r.notes if say else ():
             say(note)
         return r
-    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
+    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices,
+                  policy=policy)
     notes = _Notes(say)
     for line in [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]:
         notes.append(line)
@@ -189,7 +253,8 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
     except DownloadError as exc:
         if spec != "auto" or interactive:
             raise  # the user asked for this model by name: say why it cannot be had
-        return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes)
+        return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes,
+                         policy=policy)
     notes.append(f"model: {p.model_id} {'cached' if cached else 'downloaded'} ({path})")
     return _from_plan(p, path, list(notes))
 
@@ -235,10 +300,11 @@ def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
 
 
 def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,
-              devices: list[str] | None, notes: list[str]) -> ResolvedModel:
+              devices: list[str] | None, notes: list[str], policy: PlanPolicy | None = None) -> ResolvedModel:
     """Planned model unavailable: the best cached model that fits, else the embedded one."""
     notes.append(f"{planned.model_id} is not cached and cannot be downloaded: {exc}")
-    p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True)
+    p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True,
+                  policy=policy)
     if p.embedded:
         notes.append("no cached registry model fits this machine: falling back to the embedded model "
                      f"({p.model_id})")

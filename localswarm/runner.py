@@ -85,14 +85,14 @@ def resolve(settings: Settings, *, interactive: bool = False,
     A detached child gets its parent's result (:data:`RESOLVED_ENV`) instead: the parent
     downloaded in the foreground, with progress, and the child only serves.
     """
-    from localswarm.provision import RESOLVED_ENV, ResolvedModel, resolve_model
+    from localswarm.provision import RESOLVED_ENV, PlanPolicy, ResolvedModel, resolve_model
 
     handed = os.environ.pop(RESOLVED_ENV, None)
     if handed:
         return ResolvedModel.from_json(handed)
     return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
                          parallel=settings.parallel, interactive=interactive, devices=settings.device,
-                         backend=settings.backend, say=say)
+                         backend=settings.backend, say=say, policy=PlanPolicy.from_settings(settings))
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
