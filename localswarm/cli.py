@@ -130,7 +130,7 @@ def _every_setting(f: Any) -> Any:
 @click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
 @click.option("--federate", flag_value=True, default=None,
               help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
-@click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable).")
+@click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable; no port means 8000).")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
               help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
 @click.option("--insecure-no-auth", "insecure_no_auth", flag_value=True, default=None,
