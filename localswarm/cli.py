@@ -289,15 +289,19 @@ def detect(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--local", "local", is_flag=True, help="Only what is downloaded: size, path, last used (= `localswarm ls`).")
 @click.option("--ctx-size", "ctx_size", type=int, default=None, help="Context per slot for the estimate.")
 @click.option("--instances", type=int, default=2, show_default=True, help="Instances the fit is judged for.")
-def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
-    """List every model variant: fits or does not fit this machine, and why."""
+def models(as_json: bool, local: bool, ctx_size: int | None, instances: int) -> None:
+    """List every model variant: fits or does not fit this machine, and why (--local: what is downloaded)."""
+    if local:
+        _list_local(as_json)
+        return
     from localswarm.hardware import detect as detect_hw
     from localswarm.models.planner import list_variants
     from localswarm.provision import locate_cached
 
-    settings = load_settings({"ctx_size": ctx_size})
+    settings = _settings({"ctx_size": ctx_size})
     rows = list_variants(detect_hw(), ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
                          locate=locate_cached)
     if as_json:
@@ -307,24 +311,91 @@ def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
     from rich.table import Table
 
     table = Table(title="models (best first)")
-    for col in ("model", "file size", "per instance", "max inst.", "fits", "why"):
+    for col in ("model", "file size", "per instance", "max inst.", "fits", "local", "why"):
         table.add_column(col)
     for r in rows:
         mark = "[green]yes[/]" + (" ★" if r.recommended else "") if r.fits else "[red]no[/]"
         table.add_row(r.model_id, f"{r.file_size / 2**30:.2f} GiB", f"{r.memory.total / 2**30:.2f} GiB",
-                      str(r.max_instances), mark, r.reason)
+                      str(r.max_instances), mark, "yes" if r.local else "-", r.reason)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _settings(flags: dict[str, Any] | None = None) -> Any:
+    """Settings for a command other than `up`, with ``models_dir`` exported to the downloader."""
+    try:
+        settings = load_settings(flags or {})
+    except LocalSwarmError as exc:
+        _fail(exc)
+    _export_models_dir(settings)
+    return settings
+
+
+def _list_local(as_json: bool) -> None:
+    import time
+
+    from localswarm.models.local import list_local
+
+    _settings()
+    rows = list_local()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no models downloaded (`localswarm pull MODEL`)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="downloaded models (last used first)")
+    for col in ("model", "size", "last used", "path"):
+        table.add_column(col)
+    for r in rows:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)) if r.last_used else "never"
+        table.add_row(r.name, f"{r.size / 1e9:.2f} GB", used, r.path)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ls(as_json: bool) -> None:
+    """List the downloaded models: size, last used, path (= `models --local`)."""
+    _list_local(as_json)
+
+
+@main.command("rm")
+@click.argument("model")
+def rm(model: str) -> None:
+    """Delete a downloaded MODEL: a registry id, Org/Repo[:QUANT], hf.co/Org/Repo:QUANT or a file name."""
+    from localswarm import statefile
+    from localswarm.models.local import remove
+
+    _settings()
+    running = statefile.read() or {}
+    try:
+        for r in remove(model, running_path=running.get("model_path")):
+            click.echo(f"removed {r.name} ({r.size / 1e9:.2f} GB, {r.path})")
+    except LocalSwarmError as exc:
+        _fail(exc)
 
 
 @main.command()
 @click.argument("model")
 def pull(model: str) -> None:
-    """Download MODEL (family:size:quant, or 'auto') into the cache, verified."""
-    from localswarm.provision import fetch_plan, make_plan
+    """Download MODEL into the cache, verified: family:size:quant, 'auto', or a Hugging Face
+    name (Org/Repo-GGUF[:QUANT], hf.co/Org/Repo:QUANT; its memory is planned from the GGUF
+    header before the download)."""
+    from localswarm.models.hf_names import parse_hf_name
+    from localswarm.provision import PlanPolicy, fetch_plan, make_plan, resolve_model
 
-    settings = load_settings({})
+    settings = _settings()
+    policy = PlanPolicy.from_settings(settings)
     try:
-        p = make_plan(model, instances=None, ctx=settings.ctx_size, parallel=settings.parallel)
+        if parse_hf_name(model) is not None:
+            r = resolve_model(model, ctx=settings.ctx_size, parallel=settings.parallel, devices=settings.device,
+                              say=lambda note: click.echo(note, err=True), policy=policy)
+            click.echo(f"{r.model_id}: {r.path}")
+            return
+        p = make_plan(model, instances=None, ctx=settings.ctx_size, parallel=settings.parallel, policy=policy)
         path = fetch_plan(p)
     except LocalSwarmError as exc:
         _fail(exc)

@@ -221,6 +221,12 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
     spec = (spec or "auto").strip()
     if spec == "embedded" and not interactive:
         return _embedded(instances)
+    from localswarm.models.hf_names import parse_hf_name
+
+    hf = None if spec.endswith(".gguf") or interactive else parse_hf_name(spec)
+    if hf is not None:
+        return _from_hub(hf, instances=instances, ctx=ctx, parallel=parallel, devices=devices,
+                         progress=progress, say=say)
     if spec.endswith(".gguf") or "/" in spec or Path(spec).exists():
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -257,6 +263,55 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
                          policy=policy)
     notes.append(f"model: {p.model_id} {'cached' if cached else 'downloaded'} ({path})")
     return _from_plan(p, path, list(notes))
+
+
+def _from_hub(hf: Any, *, instances: int | None, ctx: int, parallel: int, devices: list[str] | None,
+              progress: bool, say: Callable[[str], None] | None) -> ResolvedModel:
+    """A Hugging Face name: its file chosen, its memory planned from the GGUF header (read with
+    Range requests) before the download, then downloaded, verified and planned like a file."""
+    import tempfile
+
+    from localswarm.hardware import detect
+    from localswarm.models.download import download_model
+    from localswarm.models.hf_names import inspect_remote
+    from localswarm.models.planner import PlanError, plan
+    from localswarm.models.registry import load_registry
+
+    registry = load_registry()
+    devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    notes = _Notes(say)
+    with tempfile.TemporaryDirectory(prefix="localswarm-header-") as tmp:
+        try:
+            remote = inspect_remote(hf, workdir=Path(tmp))
+        except DownloadError as exc:  # offline, or the Hub unreachable: a downloaded copy will do
+            from localswarm.models.local import find
+
+            cached = find(str(hf))
+            if not cached:
+                raise
+            r = _explicit_file(Path(cached[0].path), instances=instances, ctx=ctx, parallel=parallel, devices=devices)
+            r.model_id = cached[0].name.lower()
+            r.notes = [f"{hf}: the Hub cannot be reached ({exc}); using the downloaded {cached[0].path}", *r.notes]
+            for note in r.notes if say else ():
+                say(note)
+            return r
+        try:
+            p = plan(detect(), registry, model=registry.embedded().id, instances=instances, ctx=ctx,
+                     parallel=parallel, devices=devs, locate=lambda ref: remote.header)
+        except PlanError as exc:
+            raise PlanError(f"{hf} ({remote.filename}): {exc}; not downloaded") from None
+    notes.append(f"plan for {hf} ({remote.filename}, read from its GGUF header before the download): "
+                 f"{p.instances} instance(s) of {p.per_instance_memory / 2**30:.1f} GiB on "
+                 f"{', '.join(sorted(set(p.devices())))}")
+    path = download_model(remote.repo, remote.filename, revision=remote.commit, progress=progress,
+                          announce=_stderr if progress else None)
+    r = _explicit_file(path.absolute(), instances=instances or p.instances, ctx=ctx, parallel=parallel,
+                       devices=devices)
+    r.model_id = remote.model_id
+    r.notes = [*notes, *r.notes, f"model: {remote.repo}/{remote.filename} ({path})"]
+    for note in r.notes[len(notes):] if say else ():
+        say(note)
+    return r
 
 
 def _explicit_file(path: Path, *, instances: int | None, ctx: int, parallel: int,

@@ -90,9 +90,13 @@ def resolve(settings: Settings, *, interactive: bool = False,
     handed = os.environ.pop(RESOLVED_ENV, None)
     if handed:
         return ResolvedModel.from_json(handed)
-    return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
-                         parallel=settings.parallel, interactive=interactive, devices=settings.device,
-                         backend=settings.backend, say=say, policy=PlanPolicy.from_settings(settings))
+    from localswarm.models.local import mark_used
+
+    resolved = resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
+                             parallel=settings.parallel, interactive=interactive, devices=settings.device,
+                             backend=settings.backend, say=say, policy=PlanPolicy.from_settings(settings))
+    mark_used(resolved.path)
+    return resolved
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
@@ -139,6 +143,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "port": settings.port,
         "base_url": f"http://{settings.host}:{settings.port}/v1",
         "model": model.model_id,
+        "model_path": str(model.path),  # `localswarm rm` will not delete it while it runs
         "instances": instances,
         "started_at": time.time(),
         "state": "starting",
