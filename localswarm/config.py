@@ -43,6 +43,16 @@ SECRETS = {
 }
 STRATEGIES = ("similarity", "quality", "fastest", "exec")
 EXEC_CHECK_MODES = ("auto", "on", "off")
+#: The context per slot, sized for opencode (docs/GUIDE.md "opencode"). Measured with
+#: llama-server's /apply-template + /tokenize on opencode 1.18.33's first agent turn
+#: (tests/fixtures/opencode/first-turn-1.18.33.json), SmolLM2's tokenizer: 2,205 tokens of
+#: system prompt and message, plus 5,390 tokens of its 10 tool schemas, which a tool-aware
+#: chat template (Qwen2.5-Coder's) puts in the prompt: ~7,600 tokens before the model says a
+#: word. 16,384 leaves ~4,700 tokens of conversation (several tool calls and results) before
+#: opencode compacts at context - output (OPENCODE_OUTPUT).
+OPENCODE_CTX = 16384
+#: The answer budget opencode is told (``limit.output``): it sends it as ``max_tokens``.
+OPENCODE_OUTPUT = 4096
 #: When two answers agree (local and cross-machine votes alike). Chance level (unrelated
 #: HumanEval solutions, p99) is 0.47 on raw tokens and 0.62 normalised; it must sit well above.
 SIMILARITY_THRESHOLD = 0.8
@@ -127,7 +137,7 @@ class Settings(SupervisorTiming):
     llama_server: str | None = None  # explicit llama-server binary
     backend: str = "auto"  # auto (mlx_lm.server on Apple Silicon with mlx-lm, else llama-server), llama-server, mlx
     threads: int | None = None  # CPU threads shared by all instances (None: all cores)
-    ctx_size: int = 4096  # context per slot
+    ctx_size: int = OPENCODE_CTX  # context per slot (one request): sized for opencode's first turn and several more
     parallel: int = 2  # slots per instance (concurrent requests each can decode)
     extra_args: list[str] = field(default_factory=list)  # appended to llama-server argv
     device: list[str] = field(default_factory=list)  # GPUs the planner may use: "0", "gpu1"... (all)

@@ -145,6 +145,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "model": model.model_id,
         "model_path": str(model.path),  # `localswarm rm` will not delete it while it runs
         "instances": instances,
+        "ctx_size": settings.ctx_size,  # per slot: what one request may use (`localswarm opencode`)
         "started_at": time.time(),
         "state": "starting",
         "auth": bool(settings.api_key or settings.api_key_file),  # clients need the key (`localswarm opencode`)

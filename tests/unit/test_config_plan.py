@@ -108,7 +108,7 @@ def test_template_loads_to_the_defaults(tmp_path: Path) -> None:
     assert settings == Settings() and sources == {} and notices == []
     for section in SECTIONS:
         assert f"\n{section}:\n" in text
-    assert "# consensus_strategy: similarity" in text and "# ctx_size: 4096" in text
+    assert "# consensus_strategy: similarity" in text and "# ctx_size: 16384" in text
 
 
 def test_config_command_init_path_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
