@@ -130,7 +130,8 @@ def _every_setting(f: Any) -> Any:
 @click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
 @click.option("--federate", flag_value=True, default=None,
               help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
-@click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable; no port means 8000).")
+@click.option("--peer", "peers", multiple=True,
+              help="Static federation peer host:port (repeatable; no port means 8000).")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
               help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
 @click.option("--insecure-no-auth", "insecure_no_auth", flag_value=True, default=None,
@@ -289,7 +290,8 @@ def detect(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--local", "local", is_flag=True, help="Only what is downloaded: size, path, last used (= `localswarm ls`).")
+@click.option("--local", "local", is_flag=True,
+              help="Only what is downloaded: size, path, last used (= `localswarm ls`).")
 @click.option("--ctx-size", "ctx_size", type=int, default=None, help="Context per slot for the estimate.")
 @click.option("--instances", type=int, default=2, show_default=True, help="Instances the fit is judged for.")
 def models(as_json: bool, local: bool, ctx_size: int | None, instances: int) -> None:

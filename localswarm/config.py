@@ -132,7 +132,7 @@ class Settings(SupervisorTiming):
     max_instances: int | None = None
     preferred_models: list[str] = field(default_factory=list)  # families tried first by "auto", in order
     models_dir: str | None = None  # where GGUFs are cached (default: the cache dir's models/)
-    gpu_memory_fraction: float = 1.0  # share of each GPU's VRAM the swarm may use; a 10% (>= 1 GiB) reserve always stays
+    gpu_memory_fraction: float = 1.0  # share of each GPU's VRAM the swarm may use (a 10%, >= 1 GiB reserve stays)
     ram_fraction: float = 0.5  # share of RAM (CPU only) or unified memory (Apple Silicon) the swarm may use
     llama_server: str | None = None  # explicit llama-server binary
     backend: str = "auto"  # auto (mlx_lm.server on Apple Silicon with mlx-lm, else llama-server), llama-server, mlx

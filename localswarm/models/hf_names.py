@@ -95,7 +95,8 @@ def repo_files(repo: str, *, revision: str = "main") -> tuple[str, list[str]]:
         info = with_retries(lambda: HfApi(endpoint=hub_endpoint()).model_info(repo, revision=revision),
                             f"listing {repo}")
     except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise ModelNotFound(f"{repo}@{revision} not found on the Hugging Face Hub (or it is private: set HF_TOKEN)") from None
+        raise ModelNotFound(f"{repo}@{revision} not found on the Hugging Face Hub "
+                            "(or it is private: set HF_TOKEN)") from None
     except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
         raise DownloadError(f"cannot list {repo} on the Hugging Face Hub: {exc}") from None
     return str(info.sha), [s.rfilename for s in info.siblings or []]

@@ -157,7 +157,8 @@ def _on(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 def _make(**policy: object):  # type: ignore[no-untyped-def]
-    return make_plan("auto", instances=None, ctx=4096, parallel=2, policy=PlanPolicy(**policy))  # type: ignore[arg-type]
+    return make_plan("auto", instances=None, ctx=4096, parallel=2,
+                     policy=PlanPolicy(**policy))  # type: ignore[arg-type]
 
 
 def test_ram_and_gpu_fractions_set_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
