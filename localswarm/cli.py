@@ -12,7 +12,7 @@ import click
 # Light imports only: `down` and `status` must not pay for numpy, uvicorn or zeroconf
 # (tests/process/test_cli_imports.py); what `up` needs is imported inside it.
 from localswarm import __version__, access, runner
-from localswarm.config import STRATEGIES, STREAM_MODES, load_settings
+from localswarm.config import STRATEGIES, STREAM_MODES, load_settings, load_with_sources
 from localswarm.errors import LocalSwarmError
 
 
@@ -29,8 +29,44 @@ def _fail(exc: Exception) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="localswarm")
-def main() -> None:
-    """A swarm of small coding LLMs on your own hardware, behind one OpenAI-compatible API."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Settings file to read instead of the default config.yaml (also: LOCALSWARM_CONFIG).")
+def main(config_path: Path | None) -> None:
+    """A swarm of small coding LLMs on your own hardware, behind one OpenAI-compatible API.
+
+    Settings: flags > LOCALSWARM_* environment > config file > defaults (`localswarm config show`).
+    """
+    if config_path is not None:
+        import os
+
+        # Through the environment, so a detached swarm or a service reads the same file.
+        os.environ["LOCALSWARM_CONFIG"] = str(config_path.expanduser().absolute())
+
+
+def _export_models_dir(settings: Any) -> None:
+    """``models_dir`` (``models.cache_dir`` in the plan's file) for the downloader and any child."""
+    import os
+
+    if settings.models_dir:
+        os.environ["LOCALSWARM_MODELS_DIR"] = str(Path(settings.models_dir).expanduser())
+
+
+def _federation_without_secret(settings: Any, sources: dict[str, str]) -> Any:
+    """Federation asked for by the file or environment, with no secret anywhere: the local swarm
+    starts anyway, and federation stays off, said loudly. (``--federate`` on the command line
+    keeps its own rule: refused off loopback without a secret.)"""
+    from localswarm.federation.auth import load_secret
+
+    if not settings.federate or sources.get("federate") == "flag":
+        return settings
+    if load_secret(settings.federation_secret_file) is not None:
+        return settings
+    where = "the config file" if sources.get("federate") == "file" else "LOCALSWARM_FEDERATE"
+    click.echo("WARNING: " + "=" * 70 + f"\nWARNING: federation is OFF: {where} enables it, but no federation secret "
+               "is set\nWARNING: (auth_token: null). Set LOCALSWARM_FEDERATION_SECRET, or a 0600 file named by "
+               "federation_secret_file,\nWARNING: with the same value on every machine. The local swarm starts "
+               "without it.\nWARNING: " + "=" * 70, err=True)
+    return settings.replace(federate=False)
 
 
 def _flags_to_argv(flags: dict[str, Any]) -> list[str]:
@@ -94,7 +130,8 @@ def _every_setting(f: Any) -> Any:
 @click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
 @click.option("--federate", flag_value=True, default=None,
               help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
-@click.option("--peer", "peers", multiple=True, help="Static federation peer host:port (repeatable).")
+@click.option("--peer", "peers", multiple=True,
+              help="Static federation peer host:port (repeatable; no port means 8000).")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
               help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
 @click.option("--insecure-no-auth", "insecure_no_auth", flag_value=True, default=None,
@@ -120,7 +157,11 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
     from localswarm.federation.node import preflight as federation_preflight
 
     try:
-        settings = load_settings(flags)
+        settings, sources, notices = load_with_sources(flags)
+        for notice in notices:
+            click.echo(f"WARNING: {notice}", err=True)
+        settings = _federation_without_secret(settings, sources)
+        _export_models_dir(settings)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
         if not download_only:
             access.check_binding(settings)  # refuses a LAN --host without a key (or --insecure-no-auth)
@@ -249,15 +290,20 @@ def detect(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--local", "local", is_flag=True,
+              help="Only what is downloaded: size, path, last used (= `localswarm ls`).")
 @click.option("--ctx-size", "ctx_size", type=int, default=None, help="Context per slot for the estimate.")
 @click.option("--instances", type=int, default=2, show_default=True, help="Instances the fit is judged for.")
-def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
-    """List every model variant: fits or does not fit this machine, and why."""
+def models(as_json: bool, local: bool, ctx_size: int | None, instances: int) -> None:
+    """List every model variant: fits or does not fit this machine, and why (--local: what is downloaded)."""
+    if local:
+        _list_local(as_json)
+        return
     from localswarm.hardware import detect as detect_hw
     from localswarm.models.planner import list_variants
     from localswarm.provision import locate_cached
 
-    settings = load_settings({"ctx_size": ctx_size})
+    settings = _settings({"ctx_size": ctx_size})
     rows = list_variants(detect_hw(), ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
                          locate=locate_cached)
     if as_json:
@@ -267,24 +313,91 @@ def models(as_json: bool, ctx_size: int | None, instances: int) -> None:
     from rich.table import Table
 
     table = Table(title="models (best first)")
-    for col in ("model", "file size", "per instance", "max inst.", "fits", "why"):
+    for col in ("model", "file size", "per instance", "max inst.", "fits", "local", "why"):
         table.add_column(col)
     for r in rows:
         mark = "[green]yes[/]" + (" ★" if r.recommended else "") if r.fits else "[red]no[/]"
         table.add_row(r.model_id, f"{r.file_size / 2**30:.2f} GiB", f"{r.memory.total / 2**30:.2f} GiB",
-                      str(r.max_instances), mark, r.reason)
+                      str(r.max_instances), mark, "yes" if r.local else "-", r.reason)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _settings(flags: dict[str, Any] | None = None) -> Any:
+    """Settings for a command other than `up`, with ``models_dir`` exported to the downloader."""
+    try:
+        settings = load_settings(flags or {})
+    except LocalSwarmError as exc:
+        _fail(exc)
+    _export_models_dir(settings)
+    return settings
+
+
+def _list_local(as_json: bool) -> None:
+    import time
+
+    from localswarm.models.local import list_local
+
+    _settings()
+    rows = list_local()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no models downloaded (`localswarm pull MODEL`)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="downloaded models (last used first)")
+    for col in ("model", "size", "last used", "path"):
+        table.add_column(col)
+    for r in rows:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)) if r.last_used else "never"
+        table.add_row(r.name, f"{r.size / 1e9:.2f} GB", used, r.path)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ls(as_json: bool) -> None:
+    """List the downloaded models: size, last used, path (= `models --local`)."""
+    _list_local(as_json)
+
+
+@main.command("rm")
+@click.argument("model")
+def rm(model: str) -> None:
+    """Delete a downloaded MODEL: a registry id, Org/Repo[:QUANT], hf.co/Org/Repo:QUANT or a file name."""
+    from localswarm import statefile
+    from localswarm.models.local import remove
+
+    _settings()
+    running = statefile.read() or {}
+    try:
+        for r in remove(model, running_path=running.get("model_path")):
+            click.echo(f"removed {r.name} ({r.size / 1e9:.2f} GB, {r.path})")
+    except LocalSwarmError as exc:
+        _fail(exc)
 
 
 @main.command()
 @click.argument("model")
 def pull(model: str) -> None:
-    """Download MODEL (family:size:quant, or 'auto') into the cache, verified."""
-    from localswarm.provision import fetch_plan, make_plan
+    """Download MODEL into the cache, verified: family:size:quant, 'auto', or a Hugging Face
+    name (Org/Repo-GGUF[:QUANT], hf.co/Org/Repo:QUANT; its memory is planned from the GGUF
+    header before the download)."""
+    from localswarm.models.hf_names import parse_hf_name
+    from localswarm.provision import PlanPolicy, fetch_plan, make_plan, resolve_model
 
-    settings = load_settings({})
+    settings = _settings()
+    policy = PlanPolicy.from_settings(settings)
     try:
-        p = make_plan(model, instances=None, ctx=settings.ctx_size, parallel=settings.parallel)
+        if parse_hf_name(model) is not None:
+            r = resolve_model(model, ctx=settings.ctx_size, parallel=settings.parallel, devices=settings.device,
+                              say=lambda note: click.echo(note, err=True), policy=policy)
+            click.echo(f"{r.model_id}: {r.path}")
+            return
+        p = make_plan(model, instances=None, ctx=settings.ctx_size, parallel=settings.parallel, policy=policy)
         path = fetch_plan(p)
     except LocalSwarmError as exc:
         _fail(exc)
@@ -355,6 +468,63 @@ def service_print(system: bool, kind: str | None, up_args: tuple[str, ...]) -> N
         click.echo(svc.print_unit(kind, system=system, up_args=list(up_args)))
     except LocalSwarmError as exc:
         _fail(exc)
+
+
+@main.group()
+def config() -> None:
+    """The settings file: where it is (path), what is in effect (show), a commented one (init)."""
+
+
+@config.command("path")
+def config_path_cmd() -> None:
+    """Print the settings file localswarm reads (whether or not it exists)."""
+    from localswarm.config import config_file
+
+    path = config_file()
+    click.echo(f"{path}{'' if path.is_file() else '  (does not exist: defaults apply)'}")
+
+
+@config.command("show")
+@_every_setting
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def config_show(as_json: bool, **flags: Any) -> None:
+    """Print the effective settings and where each came from: default, file, env or flag.
+
+    Takes the same setting flags as `up` (`config show --port 9000`: what `up --port 9000` would use).
+    Secrets are never printed, only whether they are set.
+    """
+    from localswarm.config import config_file, effective
+
+    flags = {k: (list(v) or None) if isinstance(v, tuple) else v for k, v in flags.items()}
+    try:
+        settings, sources, notices = load_with_sources(flags)
+    except LocalSwarmError as exc:
+        _fail(exc)
+    rows = effective(settings, sources)
+    if as_json:
+        click.echo(json.dumps({"file": str(config_file()), "notices": notices,
+                               "settings": {k: {"value": v, "source": src} for k, v, src in rows}}, indent=2))
+        return
+    click.echo(f"# file: {config_file()}")
+    for notice in notices:
+        click.echo(f"# WARNING: {notice}")
+    width = max(len(k) for k, _, _ in rows)
+    for key, value, source in rows:
+        click.echo(f"{key:<{width}}  {value}  ({source})")
+
+
+@config.command("init")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+def config_init(force: bool) -> None:
+    """Write a commented settings file (every setting at its default, commented out)."""
+    from localswarm.config import config_file, template
+
+    path = config_file()
+    if path.exists() and not force:
+        _fail(LocalSwarmError(f"{path} already exists (--force replaces it)"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(template(), encoding="utf-8")
+    click.echo(f"wrote {path}")
 
 
 @main.command()

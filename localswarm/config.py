@@ -1,14 +1,20 @@
-"""Typed settings: defaults < ``config.yaml`` < ``LOCALSWARM_*`` environment < flags.
+"""Typed settings: flags > ``LOCALSWARM_*`` environment > ``config.yaml`` > defaults.
 
-Every field of :class:`Settings` can be set in ``~/.config/localswarm/config.yaml``
-(``LOCALSWARM_CONFIG`` names another file), overridden by an environment variable
-``LOCALSWARM_<FIELD>`` (upper case) and finally by a command-line flag, except secrets:
+Every field of :class:`Settings` can be set in ``config.yaml`` (in the platform's config
+dir, see :func:`config_file`; ``--config FILE`` or ``LOCALSWARM_CONFIG`` names another
+file), overridden by an environment variable ``LOCALSWARM_<FIELD>`` (upper case) and
+finally by a command-line flag, except secrets:
 a secret is never read from ``config.yaml`` nor accepted on a command line (where
 ``ps`` shows it). :data:`SECRETS` says where each one belongs instead.
 
 Booleans from the environment or the file accept only true/false, 1/0 and yes/no (any
 case); anything else is an error naming the variable, so ``LOCALSWARM_FEDERATE=ture``
 fails loudly instead of meaning false.
+
+The file may be flat (``ctx_size: 8192``) or nested in the seed plan's sections
+(``server:``, ``swarm:``, ``models:``, ``hardware:``, ``network:``); :data:`PLAN_KEYS`
+maps each of the plan's names onto a field, or refuses it with a message naming what to
+use instead (:data:`REFUSED`). A section also accepts any field by its own name.
 """
 
 from __future__ import annotations
@@ -37,9 +43,64 @@ SECRETS = {
 }
 STRATEGIES = ("similarity", "quality", "fastest", "exec")
 EXEC_CHECK_MODES = ("auto", "on", "off")
+#: The context per slot, sized for opencode (docs/GUIDE.md "opencode"). Measured with
+#: llama-server's /apply-template + /tokenize on opencode 1.18.33's first agent turn
+#: (tests/fixtures/opencode/first-turn-1.18.33.json), SmolLM2's tokenizer: 2,205 tokens of
+#: system prompt and message, plus 5,390 tokens of its 10 tool schemas, which a tool-aware
+#: chat template (Qwen2.5-Coder's) puts in the prompt: ~7,600 tokens before the model says a
+#: word. 16,384 leaves ~4,700 tokens of conversation (several tool calls and results) before
+#: opencode compacts at context - output (OPENCODE_OUTPUT).
+OPENCODE_CTX = 16384
+#: The answer budget opencode is told (``limit.output``): it sends it as ``max_tokens``.
+OPENCODE_OUTPUT = 4096
 #: When two answers agree (local and cross-machine votes alike). Chance level (unrelated
 #: HumanEval solutions, p99) is 0.47 on raw tokens and 0.62 normalised; it must sit well above.
 SIMILARITY_THRESHOLD = 0.8
+
+#: The seed plan's nested names (section, key) → the field that honours them.
+PLAN_KEYS: dict[tuple[str, str], str] = {
+    ("server", "host"): "host",
+    ("server", "port"): "port",
+    ("swarm", "consensus_strategy"): "strategy",
+    ("swarm", "min_instances"): "min_instances",
+    ("swarm", "max_instances"): "max_instances",
+    ("swarm", "timeout"): "instance_timeout",
+    ("models", "cache_dir"): "models_dir",
+    ("models", "preferred_models"): "preferred_models",
+    ("hardware", "gpu_memory_fraction"): "gpu_memory_fraction",
+    ("hardware", "ram_fraction"): "ram_fraction",
+    ("network", "enabled"): "federate",
+    ("network", "discovery_port"): "udp_port",
+    ("network", "advertise_interval"): "advertise_interval",
+    ("network", "auth_token"): "federation_secret",
+}
+SECTIONS = ("server", "swarm", "models", "hardware", "network")
+_LATER = "not yet supported (issue 14: federation strategies, min_peers/max_peers and Mode 2 come later)"
+#: Names refused with what to use instead (flat, or section.key). A refusal is an error,
+#: except for the names in :data:`IGNORED_WITH_NOTICE`.
+REFUSED: dict[str, str] = {
+    "network.federation_port": "federation is served on the gateway's own port: set server.port",
+    "network.max_peers": _LATER,
+    "network.min_peers": _LATER,
+    "network.mode": f"{_LATER}; remove it (one machine's model per swarm)",
+    "network.strategy": f"{_LATER}; remove it (the cross-machine vote is the similarity vote)",
+    "max_peers": _LATER,
+    "min_peers": _LATER,
+    "mode": f"{_LATER}; remove it (one machine's model per swarm)",
+    "federation_port": "federation is served on the gateway's own port: set port",
+    "discovery_port": "use udp_port (network.discovery_port in the nested form)",
+    "consensus_strategy": "use strategy (swarm.consensus_strategy in the nested form)",
+    "timeout": "use instance_timeout (swarm.timeout in the nested form)",
+    "cache_dir": "use models_dir (models.cache_dir in the nested form)",
+    "enabled": "use federate (network.enabled in the nested form)",
+    "auth_token": "the federation secret never goes in a file: use LOCALSWARM_FEDERATION_SECRET",
+}
+#: Refused names that leave the rest of the file usable (the seed plan's own file has them):
+#: the swarm starts, and every start says loudly that they have no effect.
+IGNORED_WITH_NOTICE = ("network.federation_port", "network.max_peers", "network.min_peers",
+                       "federation_port", "max_peers", "min_peers")
+#: Cross-swarm strategies of the plan not built yet (only under network:/federation_strategy).
+LATER_STRATEGIES = ("weighted", "best_of_n", "latency")
 
 
 @dataclass(kw_only=True)
@@ -67,10 +128,16 @@ class Settings(SupervisorTiming):
     # What to run.
     model: str = "auto"  # "auto" (planned for this machine), "embedded", a .gguf path, family:size:quant
     instances: int | None = None  # None: planned (2 for the embedded model on CPU)
+    min_instances: int | None = None  # bounds on the planned count (an explicit `instances` wins)
+    max_instances: int | None = None
+    preferred_models: list[str] = field(default_factory=list)  # families tried first by "auto", in order
+    models_dir: str | None = None  # where GGUFs are cached (default: the cache dir's models/)
+    gpu_memory_fraction: float = 1.0  # share of each GPU's VRAM the swarm may use (a 10%, >= 1 GiB reserve stays)
+    ram_fraction: float = 0.5  # share of RAM (CPU only) or unified memory (Apple Silicon) the swarm may use
     llama_server: str | None = None  # explicit llama-server binary
     backend: str = "auto"  # auto (mlx_lm.server on Apple Silicon with mlx-lm, else llama-server), llama-server, mlx
     threads: int | None = None  # CPU threads shared by all instances (None: all cores)
-    ctx_size: int = 4096  # context per slot
+    ctx_size: int = OPENCODE_CTX  # context per slot (one request): sized for opencode's first turn and several more
     parallel: int = 2  # slots per instance (concurrent requests each can decode)
     extra_args: list[str] = field(default_factory=list)  # appended to llama-server argv
     device: list[str] = field(default_factory=list)  # GPUs the planner may use: "0", "gpu1"... (all)
@@ -101,6 +168,7 @@ class Settings(SupervisorTiming):
     mdns: bool = True  # zeroconf discovery (_localswarm._tcp.local.)
     udp_discovery: bool = False  # UDP broadcast fallback where multicast is blocked
     udp_port: int = 5354
+    advertise_interval: float = 2.0  # seconds between UDP announcements (mDNS re-announces by itself)
     peer_probe_interval: float = 5.0  # health probe of each peer (never generates text)
 
     # Limits.
@@ -127,10 +195,24 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.stream_mode not in STREAM_MODES:
             raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
+        if self.strategy in LATER_STRATEGIES:
+            raise ConfigError(f"strategy {self.strategy!r} (a cross-swarm federation strategy) is {_LATER}; "
+                              f"the local vote takes one of {STRATEGIES}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
         if self.exec_check not in EXEC_CHECK_MODES:
             raise ConfigError(f"exec_check must be one of {EXEC_CHECK_MODES}, not {self.exec_check!r}")
+        for name in ("min_instances", "max_instances"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= 64:
+                raise ConfigError(f"{name} must be between 1 and 64, not {value}")
+        if self.min_instances and self.max_instances and self.min_instances > self.max_instances:
+            raise ConfigError(f"min_instances ({self.min_instances}) is above max_instances ({self.max_instances})")
+        for name in ("gpu_memory_fraction", "ram_fraction"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], not {getattr(self, name)}")
+        if self.advertise_interval <= 0:
+            raise ConfigError("advertise_interval must be > 0")
         if self.instances is not None and not 1 <= self.instances <= 64:
             raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
         if not 0 < self.port < 65536:
@@ -199,13 +281,76 @@ def _boolean(name: str, value: Any) -> bool:
     raise ConfigError(f"{name}: {value!r} is not a boolean; use one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
+def _flatten(data: dict[Any, Any], path: Path, notices: list[str]) -> dict[str, Any]:
+    """The file's settings by field name: nested plan sections unfolded, refused names refused
+    (an error, or a line in ``notices`` for :data:`IGNORED_WITH_NOTICE`)."""
+    flat: dict[str, Any] = {}
+
+    def refuse(shown: str) -> None:
+        message = f"{path}: {shown!r} is refused: {REFUSED[shown]}"
+        if shown not in IGNORED_WITH_NOTICE:
+            raise ConfigError(message)
+        notices.append(message + " (it has no effect)")
+
+    names = set(_field_types()) | set(SECRETS)
+
+    def put(field_name: str, shown: str, value: Any) -> None:
+        if field_name in SECRETS:
+            if field_name == "federation_secret" and value is None:
+                return  # `auth_token: null`: no secret in the file, as it should be
+            raise ConfigError(f"{path}: {shown!r} is a secret and does not belong in a config file "
+                              f"(anyone who can read it, or a backup of it, has it): use {SECRETS[field_name]}")
+        if field_name in flat:
+            raise ConfigError(f"{path}: {shown!r} sets {field_name!r} a second time")
+        flat[field_name] = (shown, value)
+
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key in SECTIONS and (value is None or isinstance(value, dict)):
+            for sub, subvalue in (value or {}).items():
+                sub = str(sub).replace("-", "_")
+                shown = f"{key}.{sub}"
+                if shown in REFUSED:
+                    refuse(shown)
+                    continue
+                target = PLAN_KEYS.get((key, sub)) or (sub if sub in names else None)
+                if target is None:
+                    raise ConfigError(f"{path}: unknown setting {shown!r}")
+                put(target, shown, subvalue)
+            continue
+        if key in REFUSED and key not in names:
+            refuse(key)
+            continue
+        if key in SECRETS:
+            put(key, key, value)
+            continue
+        if key not in names:
+            hint = f" (a section is one of {', '.join(SECTIONS)})" if key in SECTIONS else ""
+            raise ConfigError(f"{path}: unknown setting {key!r}{hint}")
+        put(key, key, value)
+    return flat
+
+
 def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None) -> Settings:
     """Build settings from the config file, the environment and explicit overrides.
 
     ``overrides`` holds flag values; ``None`` values mean "flag not given".
     """
+    return load_with_sources(overrides, path=path).settings
+
+
+class Loaded(typing.NamedTuple):
+    settings: Settings
+    sources: dict[str, str]  # field → "file", "env" or "flag"; a field not listed has its default
+    notices: list[str]  # refused keys that have no effect (say them at every start)
+
+
+def load_with_sources(overrides: dict[str, Any] | None = None, *, path: Path | None = None) -> Loaded:
+    """:func:`load_settings`, plus where each set field came from and what was refused."""
     types = _field_types()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    notices: list[str] = []
     path = path or config_file()
     if path.is_file():
         try:
@@ -214,22 +359,92 @@ def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None 
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
-        for key, value in data.items():
-            key = str(key).replace("-", "_")
-            if key in SECRETS:
-                raise ConfigError(f"{path}: {key!r} is a secret and does not belong in a config file "
-                                  f"(anyone who can read it, or a backup of it, has it): use {SECRETS[key]}")
-            if key not in types:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[key] = _coerce(key, value, types[key])
+        for key, (shown, value) in _flatten(data, path, notices).items():
+            values[key] = _coerce(f"{path}: {shown}", value, types[key])
+            sources[key] = "file"
+    elif path_given(path):
+        raise ConfigError(f"config file {path} does not exist (`localswarm config init` writes one)")
     for key, hint in types.items():
         env = os.environ.get(f"LOCALSWARM_{key.upper()}")
         if env is not None:
             values[key] = _coerce(f"LOCALSWARM_{key.upper()}", env, hint)
+            sources[key] = "env"
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in types:
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _coerce(key, value, types[key])
-    return Settings(**values)
+        sources[key] = "flag"
+    return Loaded(Settings(**values), sources, notices)
+
+
+def path_given(path: Path) -> bool:
+    """Whether ``path`` was named by the user (``--config``/``LOCALSWARM_CONFIG``), not the default."""
+    return path != paths.config_dir() / "config.yaml"
+
+
+# -- `localswarm config` --------------------------------------------------------------------
+
+
+def field_comments() -> dict[str, str]:
+    """Each field's trailing comment in :class:`Settings` (its user-facing documentation)."""
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    for cls in (SupervisorTiming, Settings):
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s{4}(\w+): [^=]+=[^#]*#\s*(.+)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2).strip()
+    return comments
+
+
+def effective(settings: Settings, sources: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(field, shown value, source)`` for every field; a secret's value is never shown."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        shown = ("(set)" if value else "(not set)") if f.name in SECRETS else _yaml_value(value)
+        rows.append((f.name, shown, sources.get(f.name, "default")))
+    return rows
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def template() -> str:
+    """A commented config.yaml: the seed plan's sections, then every other setting, all at
+    their defaults and commented out (uncomment what you change)."""
+    defaults = Settings()
+    comments = field_comments()
+    by_field = {v: k for k, v in PLAN_KEYS.items()}
+    lines = [
+        "# localswarm settings. Precedence: command-line flags > LOCALSWARM_* environment > this file > defaults.",
+        "# `localswarm config show` prints what is in effect and where each value came from.",
+        "# Secrets never go here: LOCALSWARM_API_KEY / LOCALSWARM_FEDERATION_SECRET (or 0600 files).",
+        "",
+    ]
+    done: set[str] = set()
+    for section in SECTIONS:
+        lines.append(f"{section}:")
+        for (sec, key), name in PLAN_KEYS.items():
+            if sec != section:
+                continue
+            if name in SECRETS:
+                lines.append(f"  # {key}: null  # never a value here: set LOCALSWARM_FEDERATION_SECRET")
+                continue
+            note = comments.get(name, "")
+            note = f"{name}{': ' + note if note else ''}" if name != key else note
+            lines.append(f"  # {key}: {_yaml_value(getattr(defaults, name))}" + (f"  # {note}" if note else ""))
+            done.add(name)
+        lines.append("")
+    lines.append("# Every other setting (flat keys; each also LOCALSWARM_<KEY> and --<key>):")
+    for f in dataclasses.fields(Settings):
+        if f.name in done or f.name in SECRETS or f.name in by_field:
+            continue
+        note = comments.get(f.name)
+        lines.append(f"# {f.name}: {_yaml_value(getattr(defaults, f.name))}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines) + "\n"

@@ -4,6 +4,10 @@ opencode (https://opencode.ai) reads ``opencode.json`` in the project folder. Th
 an ``@ai-sdk/openai-compatible`` provider named ``localswarm`` with one model, ``swarm``
 (any model id resolves to the swarm). When the gateway needs an API key the config refers
 to ``{env:LOCALSWARM_API_KEY}`` instead of writing the secret into the project.
+
+``limit.context`` is the swarm's context per slot (one request gets one slot) and
+``limit.output`` the answer budget: opencode compacts the conversation when it would outgrow
+``context - output``, and sends ``output`` as ``max_tokens`` (without it: 32,000).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localswarm import statefile
+from localswarm.config import OPENCODE_OUTPUT
 from localswarm.errors import LocalSwarmError
 
 PROVIDER_ID = "localswarm"
@@ -49,6 +54,12 @@ def provider_config(
     }
 
 
+def limits(ctx_size: int) -> tuple[int, int]:
+    """``(context, output)`` for a slot of ``ctx_size`` tokens: the output budget is
+    :data:`~localswarm.config.OPENCODE_OUTPUT`, at most a quarter of the context."""
+    return ctx_size, min(OPENCODE_OUTPUT, ctx_size // 4)
+
+
 def running_swarm_config() -> dict[str, Any]:
     """The config for the swarm found through the state file; LocalSwarmError if none runs."""
     data = statefile.read()
@@ -56,7 +67,9 @@ def running_swarm_config() -> dict[str, Any]:
         raise LocalSwarmError("no swarm is running: start one with `localswarm up` first")
     url = statefile.gateway_url(data)  # a wildcard bind is reachable on loopback
     base_url = f"{url}/v1" if url else str(data["base_url"])
-    return provider_config(base_url, auth=bool(data.get("auth")))
+    ctx = data.get("ctx_size")
+    context, output = limits(int(ctx)) if isinstance(ctx, int) and ctx > 0 else (None, None)
+    return provider_config(base_url, auth=bool(data.get("auth")), context=context, output=output)
 
 
 def merge(existing: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:

@@ -71,17 +71,48 @@ def locate_cached(ref: Any) -> Path | None:
         return None
 
 
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The user's bounds on the planner (the seed plan's ``swarm``/``models``/``hardware`` keys)."""
+
+    min_instances: int | None = None
+    max_instances: int | None = None
+    preferred_models: tuple[str, ...] = ()  # families "auto" tries first, in this order
+    gpu_memory_fraction: float = 1.0
+    ram_fraction: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PlanPolicy:
+        return cls(min_instances=settings.min_instances, max_instances=settings.max_instances,
+                   preferred_models=tuple(settings.preferred_models),
+                   gpu_memory_fraction=settings.gpu_memory_fraction, ram_fraction=settings.ram_fraction)
+
+    def rules(self) -> Any:
+        """The budget rules: ``ram_fraction`` for CPU and Apple Silicon; ``gpu_memory_fraction``
+        of each GPU, the 10 % (>= 1 GiB) reserve for the driver kept whatever it says."""
+        from localswarm.hardware.budget import BudgetRules
+
+        default = BudgetRules()
+        return BudgetRules(gpu_reserve_fraction=max(default.gpu_reserve_fraction, 1.0 - self.gpu_memory_fraction),
+                           apple_fraction=self.ram_fraction, cpu_fraction=self.ram_fraction)
+
+
 def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
               interactive: bool = False, chooser: Callable[..., Any] | None = None,
-              devices: list[str] | None = None, offline: bool = False) -> Any:
+              devices: list[str] | None = None, offline: bool = False, policy: PlanPolicy | None = None) -> Any:
     """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware.
 
     ``offline``: only models already in the cache (and the embedded one) are considered.
+    ``policy``: the user's budget fractions, instance bounds and preferred families.
     """
+    import dataclasses
+
     from localswarm.hardware import detect
-    from localswarm.models.planner import plan
+    from localswarm.models.planner import PlanError, list_variants, plan
     from localswarm.models.registry import load_registry
 
+    policy = policy or PlanPolicy()
+    rules = policy.rules()
     profile = detect()
     registry = load_registry()
     if interactive:
@@ -90,8 +121,39 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
-    return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=locate_cached,
-                devices=devs, offline=offline)
+    reasons: list[str] = []
+    if model is None and policy.preferred_models and not offline:
+        rows = list_variants(profile, registry, ctx=ctx, parallel=parallel,
+                             instances=instances or policy.min_instances or 1, rules=rules, devices=devs,
+                             locate=locate_cached)
+        for family in policy.preferred_models:
+            row = next((r for r in rows if r.fits and not r.embedded
+                        and r.model_id.split(":")[0].lower() == family.lower()), None)
+            if row is not None:
+                model = row.model_id
+                reasons.append(f"preferred_models: {family} → {model}, its best variant that fits")
+                break
+        else:
+            reasons.append(f"preferred_models: none of {', '.join(policy.preferred_models)} fits this machine "
+                           "(or is in the registry): planned as auto")
+
+    def run(count: int | None) -> Any:
+        return plan(profile, registry, model=model, instances=count, ctx=ctx, parallel=parallel,
+                    locate=locate_cached, devices=devs, offline=offline, rules=rules)
+
+    p = run(instances)
+    if instances is None and policy.max_instances and p.instances > policy.max_instances:
+        p = run(policy.max_instances)
+        reasons.append(f"max_instances: {policy.max_instances}")
+    elif instances is None and policy.min_instances and p.instances < policy.min_instances:
+        try:
+            p = run(policy.min_instances)
+        except PlanError as exc:
+            raise PlanError(f"min_instances {policy.min_instances}: {exc}") from None
+        reasons.append(f"min_instances: {policy.min_instances}")
+    if reasons:
+        p = dataclasses.replace(p, reasons=(*p.reasons, *reasons))
+    return p
 
 
 def fetch_plan(p: Any, *, progress: bool = True, announce: Callable[[str], None] | None = None) -> Path:
@@ -126,7 +188,8 @@ def _revision(model_id: str) -> str:
 
 def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 4096, parallel: int = 2,
                   interactive: bool = False, progress: bool = True, devices: list[str] | None = None,
-                  backend: str = "auto", say: Callable[[str], None] | None = None) -> ResolvedModel:
+                  backend: str = "auto", say: Callable[[str], None] | None = None,
+                  policy: PlanPolicy | None = None) -> ResolvedModel:
     """Turn ``--model`` into a file and an instance count, downloading if needed.
 
     With ``auto``, when the planned model can be neither found in the cache nor downloaded,
@@ -135,7 +198,7 @@ def resolve_model(spec: str | None, *, instances: int | None = None, ctx: int = 
     ``say`` receives each note as soon as it is known (the plan before the download).
     """
     r = _resolve(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive,
-                 progress=progress, devices=devices, backend=backend, say=say)
+                 progress=progress, devices=devices, backend=backend, say=say, policy=policy)
     return r
 
 
@@ -154,10 +217,16 @@ class _Notes(list):  # type: ignore[type-arg]
 
 def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int, interactive: bool,
              progress: bool, devices: list[str] | None, backend: str,
-             say: Callable[[str], None] | None) -> ResolvedModel:
+             say: Callable[[str], None] | None, policy: PlanPolicy | None = None) -> ResolvedModel:
     spec = (spec or "auto").strip()
     if spec == "embedded" and not interactive:
         return _embedded(instances)
+    from localswarm.models.hf_names import parse_hf_name
+
+    hf = None if spec.endswith(".gguf") or interactive else parse_hf_name(spec)
+    if hf is not None:
+        return _from_hub(hf, instances=instances, ctx=ctx, parallel=parallel, devices=devices,
+                         progress=progress, say=say)
     if spec.endswith(".gguf") or "/" in spec or Path(spec).exists():
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -166,7 +235,8 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
         for note in r.notes if say else ():
             say(note)
         return r
-    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices)
+    p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices,
+                  policy=policy)
     notes = _Notes(say)
     for line in [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]:
         notes.append(line)
@@ -189,9 +259,59 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
     except DownloadError as exc:
         if spec != "auto" or interactive:
             raise  # the user asked for this model by name: say why it cannot be had
-        return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes)
+        return _fallback(p, exc, instances=instances, ctx=ctx, parallel=parallel, devices=devices, notes=notes,
+                         policy=policy)
     notes.append(f"model: {p.model_id} {'cached' if cached else 'downloaded'} ({path})")
     return _from_plan(p, path, list(notes))
+
+
+def _from_hub(hf: Any, *, instances: int | None, ctx: int, parallel: int, devices: list[str] | None,
+              progress: bool, say: Callable[[str], None] | None) -> ResolvedModel:
+    """A Hugging Face name: its file chosen, its memory planned from the GGUF header (read with
+    Range requests) before the download, then downloaded, verified and planned like a file."""
+    import tempfile
+
+    from localswarm.hardware import detect
+    from localswarm.models.download import download_model
+    from localswarm.models.hf_names import inspect_remote
+    from localswarm.models.planner import PlanError, plan
+    from localswarm.models.registry import load_registry
+
+    registry = load_registry()
+    devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    notes = _Notes(say)
+    with tempfile.TemporaryDirectory(prefix="localswarm-header-") as tmp:
+        try:
+            remote = inspect_remote(hf, workdir=Path(tmp))
+        except DownloadError as exc:  # offline, or the Hub unreachable: a downloaded copy will do
+            from localswarm.models.local import find
+
+            cached = find(str(hf))
+            if not cached:
+                raise
+            r = _explicit_file(Path(cached[0].path), instances=instances, ctx=ctx, parallel=parallel, devices=devices)
+            r.model_id = cached[0].name.lower()
+            r.notes = [f"{hf}: the Hub cannot be reached ({exc}); using the downloaded {cached[0].path}", *r.notes]
+            for note in r.notes if say else ():
+                say(note)
+            return r
+        try:
+            p = plan(detect(), registry, model=registry.embedded().id, instances=instances, ctx=ctx,
+                     parallel=parallel, devices=devs, locate=lambda ref: remote.header)
+        except PlanError as exc:
+            raise PlanError(f"{hf} ({remote.filename}): {exc}; not downloaded") from None
+    notes.append(f"plan for {hf} ({remote.filename}, read from its GGUF header before the download): "
+                 f"{p.instances} instance(s) of {p.per_instance_memory / 2**30:.1f} GiB on "
+                 f"{', '.join(sorted(set(p.devices())))}")
+    path = download_model(remote.repo, remote.filename, revision=remote.commit, progress=progress,
+                          announce=_stderr if progress else None)
+    r = _explicit_file(path.absolute(), instances=instances or p.instances, ctx=ctx, parallel=parallel,
+                       devices=devices)
+    r.model_id = remote.model_id
+    r.notes = [*notes, *r.notes, f"model: {remote.repo}/{remote.filename} ({path})"]
+    for note in r.notes[len(notes):] if say else ():
+        say(note)
+    return r
 
 
 def _explicit_file(path: Path, *, instances: int | None, ctx: int, parallel: int,
@@ -235,10 +355,11 @@ def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
 
 
 def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,
-              devices: list[str] | None, notes: list[str]) -> ResolvedModel:
+              devices: list[str] | None, notes: list[str], policy: PlanPolicy | None = None) -> ResolvedModel:
     """Planned model unavailable: the best cached model that fits, else the embedded one."""
     notes.append(f"{planned.model_id} is not cached and cannot be downloaded: {exc}")
-    p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True)
+    p = make_plan("auto", instances=instances, ctx=ctx, parallel=parallel, devices=devices, offline=True,
+                  policy=policy)
     if p.embedded:
         notes.append("no cached registry model fits this machine: falling back to the embedded model "
                      f"({p.model_id})")

@@ -85,14 +85,18 @@ def resolve(settings: Settings, *, interactive: bool = False,
     A detached child gets its parent's result (:data:`RESOLVED_ENV`) instead: the parent
     downloaded in the foreground, with progress, and the child only serves.
     """
-    from localswarm.provision import RESOLVED_ENV, ResolvedModel, resolve_model
+    from localswarm.provision import RESOLVED_ENV, PlanPolicy, ResolvedModel, resolve_model
 
     handed = os.environ.pop(RESOLVED_ENV, None)
     if handed:
         return ResolvedModel.from_json(handed)
-    return resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
-                         parallel=settings.parallel, interactive=interactive, devices=settings.device,
-                         backend=settings.backend, say=say)
+    from localswarm.models.local import mark_used
+
+    resolved = resolve_model(settings.model, instances=settings.instances, ctx=settings.ctx_size,
+                             parallel=settings.parallel, interactive=interactive, devices=settings.device,
+                             backend=settings.backend, say=say, policy=PlanPolicy.from_settings(settings))
+    mark_used(resolved.path)
+    return resolved
 
 
 def run(settings: Settings, *, model: ResolvedModel | None = None,
@@ -139,7 +143,9 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "port": settings.port,
         "base_url": f"http://{settings.host}:{settings.port}/v1",
         "model": model.model_id,
+        "model_path": str(model.path),  # `localswarm rm` will not delete it while it runs
         "instances": instances,
+        "ctx_size": settings.ctx_size,  # per slot: what one request may use (`localswarm opencode`)
         "started_at": time.time(),
         "state": "starting",
         "auth": bool(settings.api_key or settings.api_key_file),  # clients need the key (`localswarm opencode`)

@@ -7,7 +7,7 @@ date. It ignores its own node id, keeps peers of another protocol version (marke
 incompatible, with a warning), re-announces on :meth:`Discovery.update`, and unregisters
 on :meth:`Discovery.aclose`. Meant to live in the gateway's lifespan::
 
-    async with Discovery(port=8080, model="qwen2.5-coder-1.5b", instances=3) as disco:
+    async with Discovery(port=8000, model="qwen2.5-coder-1.5b", instances=3) as disco:
         ...  # disco.table is live
 """
 
@@ -46,8 +46,11 @@ DEFAULT_TTL_S = 120
 _RESOLVE_TIMEOUT_MS = 3000
 
 
-def parse_static_peer(spec: str, default_port: int = 8080) -> tuple[str, int]:
-    """Parse ``host:port`` (or ``[v6]:port``, or ``host`` alone) into ``(host, port)``."""
+def parse_static_peer(spec: str, default_port: int = 8000) -> tuple[str, int]:
+    """Parse ``host:port`` (or ``[v6]:port``, or ``host`` alone) into ``(host, port)``.
+
+    A peer without a port means 8000, the gateway's default port (``Settings.port``).
+    """
     spec = spec.strip()
     if not spec:
         raise ValueError("empty peer address")

@@ -269,7 +269,7 @@ class Federation:
             udp=settings.udp_discovery,
             udp_port=settings.udp_port,
             udp_bind="0.0.0.0",
-            udp_interval_s=2.0,
+            udp_interval_s=settings.advertise_interval,
         )
         self.node_id = self.discovery.node_id
         self.name = self.discovery.name

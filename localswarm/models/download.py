@@ -64,8 +64,13 @@ class NetworkUnavailable(DownloadError):
 
 
 def models_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where models are cached: ``cache_dir`` if given, else ``paths.cache_dir()/"models"``."""
-    return Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "models"
+    """Where models are cached: ``cache_dir`` if given, else the ``models_dir`` setting
+    (``LOCALSWARM_MODELS_DIR``; the CLI exports it from the config file), else
+    ``paths.cache_dir()/"models"``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    configured = os.environ.get("LOCALSWARM_MODELS_DIR")
+    return Path(configured).expanduser() if configured else paths.cache_dir() / "models"
 
 
 def hub_endpoint(endpoint: str | None = None) -> str:

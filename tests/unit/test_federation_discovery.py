@@ -119,7 +119,11 @@ def test_datagram_codec() -> None:
 
 def test_parse_static_peer() -> None:
     assert parse_static_peer("10.0.0.2:9000") == ("10.0.0.2", 9000)
-    assert parse_static_peer("box") == ("box", 8080)
+    # No port: the gateway's default port, which every peer listens on unless told otherwise.
+    from localswarm.config import Settings
+
+    assert parse_static_peer("box") == ("box", Settings().port) == ("box", 8000)
+    assert parse_static_peer("[fe80::2]") == ("fe80::2", 8000)
     assert parse_static_peer("[fe80::1]:81") == ("fe80::1", 81)
     with pytest.raises(ValueError):
         parse_static_peer("box:http")

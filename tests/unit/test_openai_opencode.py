@@ -43,3 +43,19 @@ def test_forwarding_policy():
                           "prediction": {}, "grammar": "root ::= \"a\""})
     assert body == {"messages": [], "ignore_eos": True, "top_logprobs": 2, "logprobs": True, "n": 2,
                     "grammar": "root ::= \"a\""}
+
+
+def test_write_sets_context_and_output_limits_from_the_running_swarm(tmp_path):
+    from localswarm.config import OPENCODE_OUTPUT, Settings
+
+    statefile.write({"pid": 1, "host": "127.0.0.1", "port": 8000, "ctx_size": Settings().ctx_size})
+    result = CliRunner().invoke(main, ["opencode", "--write", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "opencode.json").read_text())["provider"]["localswarm"]["models"]["swarm"]
+    assert model["limit"] == {"context": Settings().ctx_size, "output": OPENCODE_OUTPUT}
+    statefile.write({"pid": 1, "host": "127.0.0.1", "port": 8000, "ctx_size": 2048})  # a small slot
+    small = json.loads(CliRunner().invoke(main, ["opencode"]).output)["provider"]["localswarm"]["models"]["swarm"]
+    assert small["limit"] == {"context": 2048, "output": 512}
+    statefile.write({"pid": 1, "host": "127.0.0.1", "port": 8000})  # a swarm from before: no guess
+    older = json.loads(CliRunner().invoke(main, ["opencode"]).output)["provider"]["localswarm"]["models"]["swarm"]
+    assert "limit" not in older
