@@ -236,3 +236,15 @@ def test_streamed_request_that_waits_gets_keepalives(tmp_path: Path) -> None:
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in sse_chunks(streamed.text)
                    if c.get("choices")) == "slow"
     assert json.loads(responses[0].text)["choices"][0]["message"]["content"] == "slow"
+
+
+def test_one_voter_stream_is_relayed_chunk_by_chunk_not_voted(tmp_path: Path) -> None:
+    """One ready instance: nothing to vote on, so its stream is relayed as it comes."""
+    with gateway([Reply("one two three four five six seven")], tmp_path) as (client, _, _):
+        r = client.post("/v1/chat/completions", json={"messages": HI, "stream": True})
+    chunks = sse_chunks(r.text)
+    pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices")]
+    # the instance's own chunks, one per word (a voted answer is re-cut in 3-word pieces)
+    assert [p for p in pieces if p] == ["one ", "two ", "three ", "four ", "five ", "six ", "seven"]
+    assert r.headers["x-localswarm-width"] == "1"
+    assert chunks[-1]["localswarm"] == {"strategy": "similarity", "winner": "inst-0", "n": 1, "width": 1}
