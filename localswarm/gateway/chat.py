@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
 
         def events_for(width: int) -> AsyncIterator[str]:
             widths.append(width)
-            chosen = pick(instances, width)
+            chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
             if req.n == 1 and (fastest or len(chosen) == 1):
                 # One voter, or the fastest wins: relay the upstream stream as it comes.
                 return relay_fastest(state, chosen, req.upstream, req.include_usage,
@@ -92,7 +92,8 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     started = time.monotonic()
 
     async def vote(width: int) -> Round:
-        return await vote_round(state, pick(instances, width), req.upstream, req.strategy, n=req.n)
+        chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
+        return await vote_round(state, chosen, req.upstream, req.strategy, n=req.n)
 
     voted = await unless_client_leaves(request, queue.run(ticket, vote))
     if voted is None:
