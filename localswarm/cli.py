@@ -277,6 +277,10 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
     Console(width=None if sys.stdout.isatty() else 140).print(table)
     votes = data["votes"]
     click.echo(f"votes: {votes['count']}, early stops: {votes['early_stops']}, mean confidence: {_fmt(votes['mean_confidence'])}")
+    if data.get("queue"):
+        from localswarm.ui.status_watch import queue_line
+
+        click.echo(queue_line(data["queue"]))
 
 
 @main.command()

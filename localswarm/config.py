@@ -176,7 +176,10 @@ class Settings(SupervisorTiming):
     max_header_bytes: int = 16 * 1024  # request line + headers; larger: 431 and the connection closed
     header_timeout: float = 10.0  # seconds a client has to send its request line and headers (slowloris)
     body_timeout: float = 60.0  # seconds a client has to send its whole request body
-    max_concurrent: int | None = None  # requests in flight at the gateway; None: 4 × parallel (min 8); 0: no limit
+    # Queue, don't refuse (issue 13): generating requests wait for instance slots in a fair FIFO.
+    queue_depth: int = 256  # requests that may wait; past it, 429 with Retry-After (0: no bound)
+    queue_timeout: float = 300.0  # 429 when the estimated wait exceeds it, or a waiter has waited this long
+    min_voters: int = 1  # under load each request asks fewer instances, down to this (instances: fixed fan-out)
 
     # Access (issue 5).
     api_key: str | None = None  # clients must send it (Authorization: Bearer); only from LOCALSWARM_API_KEY
@@ -217,8 +220,8 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"instances must be between 1 and 64, not {self.instances}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
-        if self.max_concurrent is not None and self.max_concurrent < 0:
-            raise ConfigError(f"max_concurrent must be >= 0, not {self.max_concurrent}")
+        if self.queue_depth < 0 or self.queue_timeout <= 0 or self.min_voters < 1:
+            raise ConfigError("queue_depth must be >= 0, queue_timeout > 0 and min_voters >= 1")
         if self.parallel < 1 or self.ctx_size < 128:
             raise ConfigError("parallel must be >= 1 and ctx_size >= 128")
         if self.header_timeout <= 0 or self.body_timeout <= 0 or self.max_header_bytes < 1024:

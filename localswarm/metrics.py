@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from localswarm.consensus import VoteResult
+    from localswarm.gateway.queue import AdmissionQueue
     from localswarm.supervisor.supervisor import Supervisor
 
 __all__ = ["UNMATCHED_ROUTE", "Metrics", "MetricsMiddleware", "metrics_endpoint"]
@@ -108,6 +109,12 @@ class Metrics:
             "peer_bad_replies", "Replies from federation peers dropped because their signature failed "
             "verification (altered, forged, stale or replayed).", ["peer"], namespace=NAMESPACE, registry=r,
         )
+        self.queue_waiting = Gauge("queue_waiting", "Generating requests waiting for instance slots.",
+                                   namespace=NAMESPACE, registry=r)
+        self.queue_running = Gauge("queue_running", "Generating requests holding instance slots.",
+                                   namespace=NAMESPACE, registry=r)
+        self.queue_wait = Histogram("queue_wait_seconds", "Time each generating request waited in the queue.",
+                                    namespace=NAMESPACE, buckets=LATENCY_BUCKETS, registry=r)
         self._upstream = _UpstreamCollector()
         r.register(_InstanceCollector(self))
         r.register(self._upstream)
@@ -123,6 +130,12 @@ class Metrics:
             self.degenerate.inc()
         self.vote_samples.labels(kind="answered").inc(answered)
         self.vote_samples.labels(kind="asked").inc(asked)
+
+    def watch_queue(self, queue: AdmissionQueue) -> None:
+        """Report the gateway's queue (issue 13): depth and running now, each request's wait."""
+        self.queue_waiting.set_function(lambda: queue.count)
+        self.queue_running.set_function(lambda: queue.running)
+        queue.on_wait = self.queue_wait.observe
 
     def observe_tokens(self, prompt: int | None, completion: int | None) -> None:
         """Record the usage of one answer sent to a client."""

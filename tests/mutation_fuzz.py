@@ -316,7 +316,7 @@ def real_swarm(binary: Any, model: Any, *, instances: int = 2, tokens: int = 4, 
     from localswarm.config import Settings
     from tests.helpers import RunningGateway, free_tcp_port
 
-    settings = Settings(port=free_tcp_port(), ctx_size=ctx, parallel=2, embeddings=True, max_concurrent=0,
+    settings = Settings(port=free_tcp_port(), ctx_size=ctx, parallel=2, embeddings=True,
                         keepalive_interval=1.0, instance_timeout=120)
     backend = LlamaServerBackend(binary=Path(binary), model_path=Path(model), model_id="smollm2", ctx_size=ctx,
                                  parallel=2, embeddings=True, pooling="mean", extra_args=("-n", str(tokens)))

@@ -20,7 +20,6 @@ from localswarm.errors import APIError
 from localswarm.federation.node import HopGuard, start_federation, stop_federation
 from localswarm.gateway.auth import APIKeyMiddleware, load_api_key
 from localswarm.gateway.counters import RequestCounters
-from localswarm.gateway.limits import ConcurrencyMiddleware, Limiter, max_concurrent
 from localswarm.gateway.routes import ROUTES
 from localswarm.gateway.slowclients import BodyTimeoutMiddleware
 from localswarm.gateway.state import GatewayState
@@ -72,6 +71,7 @@ def create_app(
         )
         app.state.gateway = GatewayState(settings=settings, supervisor=supervisor, client=client, model_id=model_id,
                                          metrics=metrics, counters=counters)
+        metrics.watch_queue(app.state.gateway.queue)  # queue depth and waits in /metrics (issue 13)
         # federation (issue 6): a no-op unless settings.federate; mounts /v1/federation/* itself
         federation = await start_federation(app, app.state.gateway)
         supervisor.start()
@@ -82,12 +82,11 @@ def create_app(
             await supervisor.stop()
             await client.aclose()
 
-    # Access and limits (issue 5). Outermost first: CORS answers preflights before the key
-    # check, the key check runs before a request takes a concurrency slot.
+    # Access (issue 5). Outermost first: CORS answers preflights before the key check. The
+    # queue in front of generation (issue 13) is the routes' (GatewayState.queue).
     api_key = load_api_key(settings)
     counters = RequestCounters()
     metrics = Metrics(supervisor)  # Prometheus (issue 7): its own registry per app
-    limiter = Limiter(max_concurrent(settings))
     # Outermost of all, so 401s and 429s are counted too (issue 7).
     # HopGuard records x-localswarm-hops, so a federated request is never fanned out again.
     middleware = [Middleware(MetricsMiddleware, metrics=metrics), Middleware(HopGuard)]
@@ -100,11 +99,11 @@ def create_app(
             allow_headers=["authorization", "content-type", "x-api-key", "x-localswarm-strategy"],
             expose_headers=["x-localswarm-strategy", "x-localswarm-confidence", "x-localswarm-votes",
                             "x-localswarm-winner", "x-localswarm-instances", "x-localswarm-exec",
+                            "x-localswarm-width",
                             "retry-after"],
         ))
     if api_key:
         middleware.append(Middleware(APIKeyMiddleware, key=api_key, on_reject=counters.count_auth_rejection))
-    middleware.append(Middleware(ConcurrencyMiddleware, limiter=limiter, on_reject=counters.count_busy_rejection))
     app = Starlette(
         routes=[*ROUTES, Route("/metrics", metrics_endpoint(metrics), methods=["GET"])],
         lifespan=lifespan,
@@ -113,6 +112,5 @@ def create_app(
     )
     app.state.counters = counters
     app.state.metrics = metrics
-    app.state.limiter = limiter
     app.state.api_key_set = api_key is not None
     return app

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from localswarm.consensus import tool_calls_to_stream_deltas
 from localswarm.gateway import fanout
 from localswarm.gateway.fastest import relay_fastest
+from localswarm.gateway.queue import client_key, pick
 from localswarm.gateway.request import ChatRequest, parse_chat
 from localswarm.gateway.rounds import Round, ready_instances, usage, vote_round
 from localswarm.gateway.state import GatewayState, gateway_state
@@ -65,18 +66,36 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     count.chat += 1
     count.with_tools += int(req.tools)
     count.multi_choice += int(req.n > 1)
+    # Wait for instance slots in the fair queue (a 429 only when it is full); the width
+    # granted is how many instances this request asks (issue 13).
+    queue = state.queue
+    ticket = queue.join(client_key(request))
     if req.stream:
         count.streamed += 1
         fastest = state.settings.stream_mode == "fastest" or req.strategy == "fastest"
-        if fastest and req.n == 1:
-            events = relay_fastest(state, instances, req.upstream, req.include_usage)
-        else:
-            events = _stream_consensus(state, instances, req)
-        events = await prefetch(events)
-        return SSEResponse(events, headers={"x-localswarm-strategy": req.strategy,
-                                            "x-localswarm-instances": str(len(instances))})
+        widths: list[int] = []
+
+        def events_for(width: int) -> AsyncIterator[str]:
+            widths.append(width)
+            chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
+            if req.n == 1 and (fastest or len(chosen) == 1):
+                # One voter, or the fastest wins: relay the upstream stream as it comes.
+                return relay_fastest(state, chosen, req.upstream, req.include_usage,
+                                     strategy="fastest" if fastest else req.strategy)
+            return _stream_consensus(state, chosen, req)
+
+        events = await prefetch(queue.stream(ticket, events_for, state.settings.keepalive_interval))
+        headers = {"x-localswarm-strategy": req.strategy, "x-localswarm-instances": str(len(instances))}
+        if widths:  # admitted before the first event (else the width is in the last chunk's metadata)
+            headers["x-localswarm-width"] = str(widths[0])
+        return SSEResponse(events, headers=headers)
     started = time.monotonic()
-    voted = await unless_client_leaves(request, vote_round(state, instances, req.upstream, req.strategy, n=req.n))
+
+    async def vote(width: int) -> Round:
+        chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
+        return await vote_round(state, chosen, req.upstream, req.strategy, n=req.n)
+
+    voted = await unless_client_leaves(request, queue.run(ticket, vote))
     if voted is None:
         return Response(status_code=499)  # nobody is listening; the work was cancelled
     meta = voted.metadata(time.monotonic() - started)

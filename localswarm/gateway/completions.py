@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from localswarm.gateway import fanout
 from localswarm.gateway.request import CompletionRequest, parse_completion
 from localswarm.gateway.rounds import Round, ready_instances, swarm_total, usage, vote_round
+from localswarm.gateway.queue import client_key, pick
 from localswarm.gateway.state import GatewayState, gateway_state
 from localswarm.gateway.streaming import (
     DONE,
@@ -98,11 +99,17 @@ async def completions(request: Request) -> Response | SSEResponse:
     req = await parse_completion(request, state.settings)
     instances = ready_instances(state)
     state.counters.completions += 1
+    ticket = state.queue.join(client_key(request))  # wait for slots in the fair queue (issue 13)
     if req.stream:
-        events = await prefetch(_stream(state, instances, req))
+        events = await prefetch(state.queue.stream(
+            ticket, lambda width: _stream(state, pick(instances, width), req), state.settings.keepalive_interval))
         return SSEResponse(events, headers={"x-localswarm-strategy": req.strategy})
     started = time.monotonic()
-    rounds = await unless_client_leaves(request, _rounds(state, instances, req))
+
+    async def run(width: int) -> list[Round]:
+        return await _rounds(state, pick(instances, width), req)
+
+    rounds = await unless_client_leaves(request, state.queue.run(ticket, run))
     if rounds is None:
         return Response(status_code=499)
     return JSONResponse({

@@ -19,7 +19,7 @@ class RequestCounters:
     multi_choice: int = 0  # n > 1
     completions: int = 0  # POST /v1/completions (legacy)
     embeddings: int = 0  # POST /v1/embeddings
-    rejected_busy: int = 0  # answered 429: the gateway was at max_concurrent
+    rejected_busy: int = 0  # answered 429: the queue was full or the wait too long
     rejected_auth: int = 0  # answered 401: missing or wrong API key
 
     def count_busy_rejection(self) -> None:

@@ -22,9 +22,13 @@ PATH = "/v1/chat/completions"
 
 
 async def relay_fastest(
-    state: GatewayState, instances: Sequence[Instance], body: dict[str, Any], include_usage: bool
+    state: GatewayState, instances: Sequence[Instance], body: dict[str, Any], include_usage: bool,
+    *, strategy: str = "fastest",
 ) -> AsyncIterator[str]:
     """Relay the first instance to produce output; cancel the others.
+
+    With one instance this is the one-voter path of any strategy (``strategy`` names it in
+    the metadata): the stream is relayed chunk by chunk as the instance sends it.
 
     Raises :class:`~localswarm.errors.APIError` (before any event) when every instance
     refuses or fails.
@@ -83,7 +87,7 @@ async def relay_fastest(
                 yield sse(exc.body())
                 yield DONE
             return
-        meta = {"strategy": "fastest", "winner": winner.inst.name, "n": len(instances)}
+        meta = {"strategy": strategy, "winner": winner.inst.name, "n": len(instances), "width": len(instances)}
         usage: dict[str, Any] | None = None
 
         def rewrite(chunk: dict[str, Any]) -> str | None:

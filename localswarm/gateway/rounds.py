@@ -95,6 +95,7 @@ class Round:
             "x-localswarm-votes": f"{meta.get('votes')}/{meta.get('n')}",
             "x-localswarm-winner": str(meta.get("winner")),
             "x-localswarm-instances": f"{len(self.answers)}/{self.gathered.asked}",
+            "x-localswarm-width": str(self.gathered.asked),
         }
         checked = self.result.exec_summary() if self.result is not None else None
         if checked is not None:  # the answers were run on the request's examples
@@ -111,6 +112,7 @@ def local_metadata(
         {
             "n": gathered.asked,
             "asked": gathered.asked,
+            "width": gathered.asked,  # instances asked: fewer than ready while requests wait (issue 13)
             "answered": len(answers),
             "left_out": gathered.failed,
             "early_stop": gathered.early_stop,

@@ -59,8 +59,7 @@ async def status(request: Request) -> Response:
     state = gateway_state(request)
     body = state.status()
     body["requests"] = state.counters.as_dict()
-    limiter = request.app.state.limiter
-    body["limits"] = {"max_concurrent": limiter.limit, "in_flight": limiter.in_flight}
+    body["queue"] = state.queue.status()
     body["auth"] = bool(request.app.state.api_key_set)
     body["embeddings"] = state.settings.embeddings
     return JSONResponse(body)

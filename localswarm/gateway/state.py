@@ -13,6 +13,7 @@ from localswarm import __version__
 from localswarm.config import Settings
 from localswarm.consensus import VoteResult
 from localswarm.gateway.counters import RequestCounters
+from localswarm.gateway.queue import AdmissionQueue
 from localswarm.supervisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -50,6 +51,15 @@ class GatewayState:
     federation: Federation | None = None
     # Prometheus (issue 7); None in tests that build a bare state.
     metrics: Metrics | None = None
+    # Queue, don't refuse (issue 13): generating requests wait here for instance slots.
+    queue: AdmissionQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.queue = AdmissionQueue(
+            ready=lambda: len(self.supervisor.ready_instances()), parallel=s.parallel, depth=s.queue_depth,
+            timeout=s.queue_timeout, min_voters=s.min_voters, on_reject=self.counters.count_busy_rejection,
+        )
 
     def model_ids(self) -> list[str]:
         """The served model and its aliases; any other name a client sends maps here too."""

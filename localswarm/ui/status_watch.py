@@ -107,6 +107,8 @@ def render(status: dict[str, Any] | None, previous: dict[str, Any] | None = None
     line.append(f"  ({totals['busy']}/{totals['workers']} workers busy, {totals['in_flight']} in flight)")
     if totals["throughput"] is not None:
         line.append(f"  throughput {totals['throughput']:.1f} tokens/s")
+    if status.get("queue"):
+        line.append("\n" + queue_line(status["queue"]))
     votes = status.get("votes") or {}
     if votes:
         line.append(f"\nvotes {votes.get('count', 0)}, early stops {votes.get('early_stops', 0)}, "
@@ -151,3 +153,13 @@ def watch(
         except KeyboardInterrupt:
             pass
     return frames
+
+
+def queue_line(queue: dict[str, Any]) -> str:
+    """The gateway's queue (issue 13) in one line: waiting, running, waits, refusals, widths."""
+    widths = ", ".join(f"{w}×{n}" for w, n in (queue.get("widths") or {}).items()) or "-"
+    return (f"queue: {queue.get('waiting', 0)} waiting (of {queue.get('depth')}), {queue.get('running', 0)} running "
+            f"on {queue.get('slots_used', 0)}/{queue.get('slots')} slots; wait mean "
+            f"{_fmt(queue.get('wait_mean_s'), ' s', 2)}, max {_fmt(queue.get('wait_max_s'), ' s', 2)}; "
+            f"refused {int(queue.get('rejected_full') or 0) + int(queue.get('rejected_wait') or 0)}; "
+            f"widths {widths}")

@@ -52,7 +52,7 @@ def test_fuzz_every_route_from_the_openapi_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_REPLIES", json.dumps(["Hello from a fake.", {"content": None, "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]))
     gateway = RunningGateway(
-        Settings(port=free_tcp_port(), embeddings=True, max_concurrent=0, keepalive_interval=0.5, instance_timeout=20),
+        Settings(port=free_tcp_port(), embeddings=True, keepalive_interval=0.5, instance_timeout=20),
         fake_backend(tmp_path, embeddings=True), instances=2,
     )
     seen: list[int] = []

@@ -210,20 +210,27 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(tmp_path):
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://app.example"
 
 
-def test_saturated_swarm_answers_429_with_retry_after(tmp_path, monkeypatch):
+def test_full_queue_answers_429_with_retry_after(tmp_path, monkeypatch):
+    """One FAKE instance with one slot and a queue of one: the third request is refused."""
     monkeypatch.setenv("FAKE_DELAY", "1.5")
-    with _gateway(tmp_path, max_concurrent=1) as gw, gw.client() as c:
-        first: dict = {}
-        t = threading.Thread(target=lambda: first.update(r=c.post("/v1/chat/completions", json={"messages": HI})))
-        t.start()
-        deadline = time.monotonic() + 5
-        while gw.app.state.limiter.in_flight == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with _gateway(tmp_path, instances=1, parallel=1, queue_depth=1) as gw, gw.client() as c:
+        queue = gw.app.state.gateway.queue
+        results: dict = {}
+        threads = []
+        for name, wanted in (("first", lambda: queue.running), ("second", lambda: queue.count)):
+            t = threading.Thread(target=lambda n=name: results.update({n: c.post("/v1/chat/completions",
+                                                                                 json={"messages": HI})}))
+            t.start()
+            threads.append(t)
+            deadline = time.monotonic() + 10
+            while wanted() == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
         busy = httpx.post(gw.url + "/v1/chat/completions", json={"messages": HI})
-        t.join()
+        for t in threads:
+            t.join()
     assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
     assert busy.json()["error"]["type"] == "rate_limit_error"
-    assert first["r"].status_code == 200
+    assert results["first"].status_code == 200 and results["second"].status_code == 200  # the second waited
 
 
 def test_openapi_schema_describes_the_routes(tmp_path):

@@ -141,7 +141,7 @@ def test_fastest_relays_the_first_and_releases_the_others(tmp_path: Path) -> Non
     text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
     assert text == ADD
     final = [ch for ch in chunks if ch.get("localswarm")]
-    assert final[-1]["localswarm"] == {"strategy": "fastest", "winner": "inst-1", "n": 2}
+    assert final[-1]["localswarm"] == {"strategy": "fastest", "winner": "inst-1", "n": 2, "width": 2}
     assert chunks[-1]["usage"]["completion_tokens"] > 0
     assert [(i.stats.in_flight, i.stats.failures) for i in sup.instances] == [(0, 0), (0, 0)]
     assert sup.instances[1].stats.completion_tokens > 0

@@ -81,3 +81,13 @@ def test_watch_is_bounded_and_survives_fetch_errors():
     assert frames == 3 and len(calls) == 3 and sleeps == [0.5, 0.5]
     out = console.file.getvalue()
     assert "inst-0" in out and "throughput" in out
+
+
+def test_the_queue_is_shown_with_its_waits_refusals_and_widths():
+    status = {**STATUS, "queue": {"depth": 256, "waiting": 7, "running": 4, "slots_used": 4, "slots": 4,
+                                  "wait_mean_s": 1.234, "wait_max_s": 5.5, "rejected_full": 2, "rejected_wait": 1,
+                                  "widths": {"1": 30, "2": 5}}}
+    out = text_of(render(status))
+    assert "queue: 7 waiting (of 256), 4 running on 4/4 slots; wait mean 1.23 s, max 5.50 s; refused 3; " \
+           "widths 1×30, 2×5" in out
+    assert "queue:" not in text_of(render(STATUS))

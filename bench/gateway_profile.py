@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Profile: where the gateway's own time goes on a one-voter request (issue 13, item 3).
+
+The real app over ONE FAKE instance answered in-process (tests/unit/gateway_seam.py's
+``httpx.MockTransport``, 64 words streamed as llama-server streams them), driven by an
+in-process ASGI client, so no network and no model: what is left is the gateway's CPU per
+request (plus the fake's and the client's). cProfile runs in the app's own event-loop
+thread; the table lists the gateway functions by cumulative time per request.
+
+Run: .venv/bin/python bench/gateway_profile.py [--requests 200] [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.docs_section import write_section  # noqa: E402
+from tests.unit.gateway_seam import Reply, gateway  # noqa: E402
+
+SECTION = "Gateway CPU per one-voter request (profile)"
+WORDS = " ".join(f"w{i}" for i in range(64))
+TOP = 12
+
+
+def measure(stream: bool, requests: int) -> tuple[float, float, list[tuple[str, float, float]]]:
+    """(ms per request unprofiled, profiled, [(function, cumulative ms, own ms) per request])."""
+    body = {"messages": [{"role": "user", "content": "Write fib."}], "max_tokens": 64, "stream": stream}
+    with tempfile.TemporaryDirectory() as tmp, gateway([Reply(WORDS)], Path(tmp), exec_check="off") as (client, _, _):
+        app = client.app
+
+        async def run(n: int, profile: bool) -> tuple[float, cProfile.Profile | None]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://swarm") as c:
+                prof = cProfile.Profile() if profile else None
+                if prof:
+                    prof.enable()
+                started = time.perf_counter()
+                for _ in range(n):
+                    r = await c.post("/v1/chat/completions", json=body)
+                    r.raise_for_status()
+                elapsed = (time.perf_counter() - started) / n
+                if prof:
+                    prof.disable()
+                return elapsed, prof
+
+        client.portal.call(run, 20, False)  # warm-up
+        plain, _ = client.portal.call(run, requests, False)
+        profiled, prof = client.portal.call(run, requests, True)
+    assert prof is not None
+    stats: Any = pstats.Stats(prof).stats
+    rows = []
+    for (filename, line, name), (_, _, own, cumulative, _) in stats.items():
+        if "/localswarm/" in filename:
+            where = filename.split("/localswarm/", 1)[1]
+            rows.append((f"{where}:{line} {name}", cumulative * 1000 / requests, own * 1000 / requests))
+    rows.sort(key=lambda r: -r[1])
+    return plain * 1000, profiled * 1000, rows[:TOP]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--write", default=str(REPO / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        f"## {SECTION}",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} by `bench/gateway_profile.py` ({cores} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}; the machine was shared with other jobs, so absolute times are high). "
+        f"The real app over one FAKE instance answered in-process (64 words, streamed upstream as llama-server "
+        f"streams), {args.requests} requests one after another from an in-process ASGI client; the time per "
+        "request includes the fake's and the client's work, not a network or a model.",
+        "",
+    ]
+    for stream in (False, True):
+        plain, profiled, rows = measure(stream, args.requests)
+        mode = "streamed (relayed live: one voter)" if stream else "non-streamed (a one-answer vote)"
+        lines += [f"**{mode}**: {plain:.2f} ms per request ({profiled:.2f} ms under cProfile).", "",
+                  "| gateway function | cumulative ms/request | own ms/request |", "|---|---|---|"]
+        lines += [f"| `{name}` | {cum:.2f} | {own:.2f} |" for name, cum, own in rows]
+        lines.append("")
+    lines += [
+        "Reading: most of the gateway's time is per upstream chunk (`upstream/sse.py` parsing every SSE "
+        "event, and for streams `fastest.py`'s rewrite and `streaming.sse` re-encoding each chunk), then the "
+        "three ASGI middlewares every message passes (metrics, hop guard, body timeout), then parsing and "
+        "validating the body; the queue and the vote of one answer are a small part.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_section(SECTION, text, Path(args.write))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
