@@ -94,6 +94,8 @@ REFUSED: dict[str, str] = {
     "cache_dir": "use models_dir (models.cache_dir in the nested form)",
     "enabled": "use federate (network.enabled in the nested form)",
     "auth_token": "the federation secret never goes in a file: use LOCALSWARM_FEDERATION_SECRET",
+    "max_concurrent": "requests now wait in a fair queue instead of being refused: use queue_depth "
+                      "(and queue_timeout)",
 }
 #: Refused names that leave the rest of the file usable (the seed plan's own file has them):
 #: the swarm starts, and every start says loudly that they have no effect.

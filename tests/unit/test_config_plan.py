@@ -75,6 +75,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path, monkeyp
     ("consensus_strategy: quality\n", ["use strategy"]),
     ("timeout: 60\n", ["use instance_timeout"]),
     ("cache_dir: /x\n", ["use models_dir"]),
+    ("max_concurrent: 4\n", ["queue_depth"]),  # issue 13: a queue replaced the refusal
     ("network:\n  auth_token: hunter2\n", ["secret", "LOCALSWARM_FEDERATION_SECRET"]),
     ("server:\n  colour: blue\n", ["unknown setting 'server.colour'"]),
     ("swarm:\n  min_instances: 4\n  max_instances: 2\n", ["min_instances (4) is above max_instances (2)"]),
