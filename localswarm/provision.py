@@ -90,8 +90,12 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    from localswarm.config import load_settings
+    from localswarm.models.calibrate import machine_speeds
+
     return plan(profile, registry, model=model, instances=instances, ctx=ctx, parallel=parallel, locate=locate_cached,
-                devices=devs, offline=offline)
+                devices=devs, offline=offline, speeds=machine_speeds(profile),
+                latency_target=load_settings().latency_target)
 
 
 def fetch_plan(p: Any, *, progress: bool = True, announce: Callable[[str], None] | None = None) -> Path:

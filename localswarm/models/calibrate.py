@@ -214,3 +214,26 @@ def cached_or_calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
 
 __all__: Sequence[str] = ("CalibrationError", "RunTimings", "cached", "cached_or_calibrate",
                           "calibrate", "measure", "machine_key")
+
+
+def machine_speeds(profile: HardwareProfile, *, binary: Path | None = None,
+                   calibrate_now: bool = False, directory: Path | None = None,
+                   ) -> dict[str, DeviceSpeed]:
+    """Device rates for the planner: this machine's cached calibration (made now when
+    ``calibrate_now``), else published specs / the conservative CPU default."""
+    from ..backends.llama_server import find_llama_server
+    from .registry import embedded_model_path
+    from .speed import device_speeds
+
+    cal: DeviceSpeed | None = None
+    try:
+        binary = binary or find_llama_server()
+        cal = cached(profile, binary, directory)
+        model = embedded_model_path()
+        if cal is None and calibrate_now and model is not None:
+            cal = calibrate(profile, binary, model, directory=directory)
+    except Exception as exc:  # noqa: BLE001 - no binary or a failed run: the prior stands
+        from ..hardware._run import logger
+
+        logger.warning("speed calibration unavailable: %s", exc)
+    return device_speeds(profile, cal)
