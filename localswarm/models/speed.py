@@ -77,7 +77,7 @@ PUBLISHED: dict[str, PublishedSpec] = {
     "RTX 3060": PublishedSpec(360e9, 12.74e12, "TechPowerUp GPU database (RTX 3060 12 GB)"),
     "H100": PublishedSpec(3350e9, 267.6e12, "NVIDIA H100 datasheet (SXM: 3.35 TB/s; FP16 non-tensor 4x FP32 67 TFLOPS)"),
     "Apple M1": PublishedSpec(68.25e9, 2.6e12, "Apple M1 press release (8-core GPU 2.6 TFLOPS); LPDDR4X-4266 x 128 bit"),
-    "Apple M4 Pro": PublishedSpec(273e9, 9.2e12, "Apple M4 Pro press release (273 GB/s); 20-core GPU FP32 ~9.2 TFLOPS"),
+    "Apple M4 Pro": PublishedSpec(273e9, 7.53e12, "Apple M4 Pro press release (273 GB/s); 20-core GPU: 2560 ALUs x 2 x 1.47 GHz"),
     "SM8550": PublishedSpec(67.2e9, 0.0, "Qualcomm Snapdragon 8 Gen 2 spec (LPDDR5X-4200, 64 bit)"),
     "i7-1260P": PublishedSpec(83.2e9, 0.0, "Intel ARK i7-1260P (max memory bandwidth 83.2 GB/s)"),
 }
