@@ -234,8 +234,21 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
             f"{mem / 2**20:.0f} MiB" if mem else "-", str(inst["restarts"]),
         )
     Console(width=None if sys.stdout.isatty() else 140).print(table)
+    click.echo(speed_line(data))
     votes = data["votes"]
     click.echo(f"votes: {votes['count']}, early stops: {votes['early_stops']}, mean confidence: {_fmt(votes['mean_confidence'])}")
+
+
+def speed_line(data: dict[str, Any]) -> str:
+    """Measured decode tokens/s (mean over instances that answered) against the plan's estimate."""
+    est = data.get("estimate")
+    rates = [i["tokens_per_s"] for i in data.get("instances", []) if i.get("tokens_per_s")]
+    measured = f"{sum(rates) / len(rates):.1f} tok/s" if rates else "nothing answered yet"
+    if not est:
+        return f"decode speed: measured {measured} (no estimate: model not planned)"
+    return (f"decode speed: measured {measured}, estimated {est['decode_tps']:.1f} tok/s per instance; "
+            f"reference turn ({est['prompt_tokens']}+{est['output_tokens']} tokens) estimated "
+            f"{est['seconds']:.0f} s")
 
 
 @main.command()

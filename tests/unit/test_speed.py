@@ -101,3 +101,17 @@ def test_models_listing_shows_speed() -> None:
     assert seven.speed is not None and half.speed is not None
     assert seven.speed.seconds > 10 * half.speed.seconds
     assert half.recommended and not seven.recommended
+
+
+def test_status_line_measured_against_estimated() -> None:
+    """``status`` prints the instances' mean measured decode rate beside the plan's estimate."""
+    from localswarm.cli import speed_line
+
+    p = plan(TWO_CORES, REG, locate=NOWHERE, speeds=CALIBRATED)
+    assert p.speed is not None
+    data = {"estimate": p.speed.to_dict(), "instances": [{"tokens_per_s": 6.0}, {"tokens_per_s": 8.0},
+                                                         {"tokens_per_s": None}]}
+    line = speed_line(data)
+    assert "measured 7.0 tok/s" in line and f"estimated {p.speed.decode_tps:.1f}" in line
+    assert "nothing answered yet" in speed_line({"estimate": p.speed.to_dict(), "instances": []})
+    assert "no estimate" in speed_line({"instances": [{"tokens_per_s": 5.0}]})
