@@ -1,7 +1,8 @@
 """Predicted against measured speed on this machine, through the real llama-server.
 
 Each configuration is measured right after a fresh calibration (embedded SmolLM2, one
-instance, 256 prompt + 32 output tokens: what ``localswarm detect --calibrate`` runs), so a
+instance, 256 prompt + 32 output tokens, then 512 more prompt tokens + 32: what
+``localswarm detect --calibrate`` runs), so a
 machine whose load drifts compares like with like. The prediction for the configuration
 comes from :mod:`localswarm.models.speed` with that calibration; llama-server's own
 ``timings`` are the measurement.
@@ -20,7 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_estimate import find_llama_server, local_models  # noqa: E402
 
-from localswarm.models.calibrate import device_from_timings, measure  # noqa: E402
+from localswarm.models.calibrate import (  # noqa: E402
+    calibration_timings,
+    device_from_calibration,
+    measure,
+)
 from localswarm.models.gguf_meta import read_gguf_meta  # noqa: E402
 from localswarm.models.planner import replace_section  # noqa: E402
 from localswarm.models.speed import cost_from_meta, estimate_speed  # noqa: E402
@@ -66,8 +71,8 @@ def run_one(server: Path, models: dict[str, Path], name: str, instances: int, *,
             prompt: int, output: int) -> Row:
     """Calibrate on SmolLM2, then measure ``name`` x ``instances`` and predict it."""
     smol = models[CALIBRATION_MODEL]
-    cal = measure(server, smol)[0]
-    device = device_from_timings(cost_from_meta(read_gguf_meta(smol)), cal)
+    cal, deeper = calibration_timings(server, smol)
+    device = device_from_calibration(smol, cal, deeper, source="bench")
     timings = measure(server, models[name], instances=instances, prompt_tokens=prompt,
                       output_tokens=output)
     est = estimate_speed(cost_from_meta(read_gguf_meta(models[name])), device,

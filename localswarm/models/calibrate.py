@@ -33,6 +33,9 @@ from .speed import DeviceSpeed, ModelCost, cost_from_meta, device_from_measureme
 
 CAL_PROMPT_TOKENS = 256
 CAL_OUTPUT_TOKENS = 32
+#: a second request extends the first prompt (its prefix comes from the slot's cache) so
+#: decode is also timed deeper into the context: attention's share of decode grows with it
+CAL_FOLLOW_UP_TOKENS = 512
 CAL_CTX = 4096
 CACHE_FILE = "speed-calibration.json"
 
@@ -93,9 +96,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> Non
     raise CalibrationError(f"llama-server not ready after {timeout:.0f} s")
 
 
-def _complete(base: str, ids: list[int], n_predict: int, timeout: float) -> RunTimings:
+def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
+              cache_prompt: bool = False) -> RunTimings:
     r = httpx.post(base + "/completion", timeout=timeout, json={
-        "prompt": ids, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": False,
+        "prompt": ids, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
         "temperature": 0.0, "seed": 1})
     if r.status_code != 200:
         raise CalibrationError(f"llama-server answered {r.status_code}: {r.text[:200]}")
@@ -107,9 +111,13 @@ def _complete(base: str, ids: list[int], n_predict: int, timeout: float) -> RunT
 def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
             prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
             ctx: int = CAL_CTX, ready_timeout: float = 120.0,
-            request_timeout: float = 600.0) -> list[RunTimings]:
+            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
     """Start ``instances`` servers (the cores divided among them, as ``up`` does), send each
-    one request at the same time, return their timings. Every process is stopped."""
+    one request at the same time, return their timings. Every process is stopped.
+
+    With ``follow_up`` each server then gets the same prompt extended by that many ids
+    (the prefix from its cache) and the timings list holds both rounds, first round first.
+    """
     from ..supervisor.supervisor import threads_per_instance
 
     per = threads_per_instance(instances, threads)
@@ -118,13 +126,19 @@ def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | Non
     procs: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for _ in range(instances):
-            procs.append(_start(binary, model, per, max(ctx, prompt_tokens + output_tokens + 64)))
+            procs.append(_start(binary, model, per,
+                                max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)))
         for proc, base in procs:
             _wait_ready(proc, base, ready_timeout)
+        longer = prompt_ids(prompt_tokens + follow_up, vocab)
+        out: list[RunTimings] = []
         with ThreadPoolExecutor(max_workers=instances) as pool:
-            futures = [pool.submit(_complete, base, ids, output_tokens, request_timeout)
-                       for _, base in procs]
-            return [f.result() for f in futures]
+            rounds = [(ids, bool(follow_up))] + ([(longer, True)] if follow_up else [])
+            for prompt, cache in rounds:
+                futures = [pool.submit(_complete, base, prompt, output_tokens, request_timeout,
+                                       cache) for _, base in procs]
+                out += [f.result() for f in futures]
+        return out
     finally:
         for proc, _ in procs:
             proc.terminate()
@@ -136,13 +150,35 @@ def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | Non
                 proc.wait()
 
 
-def device_from_timings(cost: ModelCost, t: RunTimings, *, sharing: int = 1,
+def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | None = None, *,
+                        deeper_pos: float | None = None, sharing: int = 1,
                         source: str = "calibrated") -> DeviceSpeed:
-    """Whole-device effective rates from one instance's timings (times ``sharing``)."""
-    d = device_from_measurement(cost, prompt_tokens=t.prompt_n, prefill_tps=t.prompt_per_second,
-                                decode_pos=t.prompt_n + t.predicted_n / 2,
-                                decode_tps=t.predicted_per_second, source=source)
-    return DeviceSpeed(d.flops * sharing, d.bandwidth * sharing, source)
+    """Whole-device effective rates from one instance's timings (times ``sharing``);
+    ``deeper`` is the follow-up request whose decode ran at ``deeper_pos``."""
+    d = device_from_measurement(
+        cost, prompt_tokens=t.prompt_n, prefill_tps=t.prompt_per_second,
+        decode_pos=t.prompt_n + t.predicted_n / 2, decode_tps=t.predicted_per_second,
+        source=source, decode_pos2=deeper_pos if deeper else None,
+        decode_tps2=deeper.predicted_per_second if deeper else None)
+    return DeviceSpeed(d.flops * sharing, d.bandwidth * sharing, source,
+                       d.decode_attention_flops * sharing)
+
+
+def calibration_timings(binary: Path, model: Path, *, threads: int | None = None,
+                        ) -> tuple[RunTimings, RunTimings]:
+    """The calibration's two requests on one server (all cores)."""
+    first, deeper = measure(binary, model, threads=threads, follow_up=CAL_FOLLOW_UP_TOKENS)
+    return first, deeper
+
+
+CAL_DEEPER_POS = CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS + CAL_OUTPUT_TOKENS / 2
+
+
+def device_from_calibration(model: Path, first: RunTimings, deeper: RunTimings, *,
+                            source: str) -> DeviceSpeed:
+    """Device rates from the calibration's two requests with ``model``."""
+    return device_from_timings(cost_from_meta(read_gguf_meta(model)), first, deeper,
+                               deeper_pos=CAL_DEEPER_POS, source=source)
 
 
 # --- the cache -------------------------------------------------------------------------
@@ -179,7 +215,8 @@ def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None
     if not isinstance(entry, dict):
         return None
     try:
-        return DeviceSpeed(float(entry["flops"]), float(entry["bandwidth"]), str(entry["source"]))
+        return DeviceSpeed(float(entry["flops"]), float(entry["bandwidth"]), str(entry["source"]),
+                           float(entry.get("decode_attention_flops") or 0.0))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -187,12 +224,12 @@ def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None
 def calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
               directory: Path | None = None, threads: int | None = None) -> DeviceSpeed:
     """Measure this machine with ``model`` through ``binary`` and cache the result."""
-    t = measure(binary, model, threads=threads)[0]
-    cost = cost_from_meta(read_gguf_meta(model))
-    speed = device_from_timings(cost, t, source=(
+    t, deeper = calibration_timings(binary, model, threads=threads)
+    speed = device_from_calibration(model, t, deeper, source=(
         f"calibrated {time.strftime('%Y-%m-%d')} with {model.name}: prefill "
         f"{t.prompt_per_second:.0f} tok/s ({t.prompt_n} tokens), decode "
-        f"{t.predicted_per_second:.1f} tok/s"))
+        f"{t.predicted_per_second:.1f} tok/s, {deeper.predicted_per_second:.1f} tok/s "
+        f"at {CAL_DEEPER_POS:.0f} tokens"))
     path = _cache_path(directory)
     data = _read(path)
     data[machine_key(profile, binary)] = {**speed.to_dict(), "binary": str(binary),

@@ -39,6 +39,9 @@ GPU_COMPUTE_EFFICIENCY = 0.35
 CPU_DEFAULT_FLOPS_PER_CORE = 15e9
 CPU_DEFAULT_BANDWIDTH_PER_CORE = 4e9
 CPU_DEFAULT_BANDWIDTH_CAP = 40e9
+# Decode attention on a CPU ran ~7x slower than prefill FLOP/s in this project's
+# calibrations (SmolLM2, 2 cores: ~4.5 against ~34 GFLOP/s); the default assumes 6x.
+CPU_DECODE_ATTENTION_RATIO = 1 / 6
 
 # Layers with a sliding window, as llama.cpp sets them (mirrors planner.SWA_PATTERN).
 _SWA_PATTERN = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
@@ -51,6 +54,14 @@ class DeviceSpeed:
     flops: float
     bandwidth: float
     source: str
+    #: FLOP/s of attention while decoding (one query row against the whole KV cache: far
+    #: less efficient than prefill's batched matmuls on a CPU); 0 means ``flops``
+    decode_attention_flops: float = 0.0
+
+    @property
+    def attention_rate(self) -> float:
+        """The rate decode attention runs at."""
+        return self.decode_attention_flops or self.flops
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
@@ -98,8 +109,10 @@ def cpu_default(profile: HardwareProfile) -> DeviceSpeed:
     bw = min(cores * CPU_DEFAULT_BANDWIDTH_PER_CORE, CPU_DEFAULT_BANDWIDTH_CAP)
     if spec is not None and spec.bandwidth:
         bw = min(bw, spec.bandwidth * 0.5)
-    return DeviceSpeed(flops=cores * CPU_DEFAULT_FLOPS_PER_CORE, bandwidth=bw,
-                       source=f"default for {cores} CPU core(s), not calibrated")
+    flops = cores * CPU_DEFAULT_FLOPS_PER_CORE
+    return DeviceSpeed(flops=flops, bandwidth=bw,
+                       source=f"default for {cores} CPU core(s), not calibrated",
+                       decode_attention_flops=flops * CPU_DECODE_ATTENTION_RATIO)
 
 
 def device_speeds(profile: HardwareProfile, calibration: DeviceSpeed | None = None,
@@ -120,7 +133,8 @@ def device_speeds(profile: HardwareProfile, calibration: DeviceSpeed | None = No
             if spec is not None and calibration is None:
                 bw = min(max(bw, spec.bandwidth * 0.3), spec.bandwidth)
             out[name] = DeviceSpeed(cpu.flops, bw, cpu.source + (
-                f"; bandwidth from {spec.cite}" if spec is not None and calibration is None else ""))
+                f"; bandwidth from {spec.cite}" if spec is not None and calibration is None else ""),
+                cpu.decode_attention_flops)
             continue
         out[name] = DeviceSpeed(
             flops=spec.fp16_flops * GPU_COMPUTE_EFFICIENCY,
@@ -156,6 +170,11 @@ class ModelCost:
     def decode_bytes_per_token(self, pos: float) -> float:
         """Bytes read to generate one token at context position ``pos``."""
         return self.decode_weight_bytes + self.kv_bytes_per_cell * pos
+
+    def decode_seconds_per_token(self, device: DeviceSpeed, pos: float) -> float:
+        """Reading the weights and KV cache, plus attention over ``pos`` cells."""
+        return (self.decode_bytes_per_token(pos) / device.bandwidth
+                + self.attention_flops(pos) / device.attention_rate)
 
 
 def _attn(arch: str, layers: int, heads: int, head_dim: int, window: int | None,
@@ -233,15 +252,34 @@ def estimate_speed(cost: ModelCost, device: DeviceSpeed, *, sharing: int = 1,
     """Prefill and decode tokens/s of one of ``sharing`` instances on ``device``."""
     share = max(sharing, 1)
     prefill = device.flops / share / cost.prefill_flops_per_token(prompt_tokens)
-    decode = device.bandwidth / share / cost.decode_bytes_per_token(
-        prompt_tokens + output_tokens / 2)
+    decode = 1.0 / share / cost.decode_seconds_per_token(device, prompt_tokens + output_tokens / 2)
     return SpeedEstimate(prefill_tps=prefill, decode_tps=decode, prompt_tokens=prompt_tokens,
                          output_tokens=output_tokens, sharing=share, source=device.source)
 
 
 def device_from_measurement(cost: ModelCost, *, prompt_tokens: int, prefill_tps: float,
-                            decode_pos: float, decode_tps: float, source: str) -> DeviceSpeed:
-    """Invert the estimate: the effective device rates a measured run implies."""
-    return DeviceSpeed(flops=prefill_tps * cost.prefill_flops_per_token(prompt_tokens),
-                       bandwidth=decode_tps * cost.decode_bytes_per_token(decode_pos),
-                       source=source)
+                            decode_pos: float, decode_tps: float, source: str,
+                            decode_pos2: float | None = None, decode_tps2: float | None = None,
+                            ) -> DeviceSpeed:
+    """Invert the estimate: the effective device rates a measured run implies.
+
+    With decode measured at two context positions, bandwidth and decode-attention rate are
+    both solved for (two equations ``t = bytes(pos)/bw + attention(pos)/rate``); with one,
+    or when noise gives a non-physical solution, attention is assumed at the prefill rate.
+    """
+    flops = prefill_tps * cost.prefill_flops_per_token(prompt_tokens)
+    if decode_pos2 is not None and decode_tps2:
+        b1, b2 = cost.decode_bytes_per_token(decode_pos), cost.decode_bytes_per_token(decode_pos2)
+        a1, a2 = cost.attention_flops(decode_pos), cost.attention_flops(decode_pos2)
+        t1, t2 = 1.0 / decode_tps, 1.0 / decode_tps2
+        det = b1 * a2 - b2 * a1
+        if det:
+            inv_bw = (t1 * a2 - t2 * a1) / det
+            inv_rate = (b1 * t2 - b2 * t1) / det
+            if inv_bw > 0 and inv_rate > 0:
+                return DeviceSpeed(flops=flops, bandwidth=1 / inv_bw, source=source,
+                                   decode_attention_flops=1 / inv_rate)
+    rest = 1.0 / decode_tps - cost.attention_flops(decode_pos) / flops
+    bandwidth = cost.decode_bytes_per_token(decode_pos) / rest if rest > 0 else \
+        decode_tps * cost.decode_bytes_per_token(decode_pos)
+    return DeviceSpeed(flops=flops, bandwidth=bandwidth, source=source)

@@ -16,7 +16,7 @@ from localswarm.hardware.types import CPUInfo, HardwareProfile
 from localswarm.models import calibrate as cal
 from localswarm.models.gguf_meta import read_gguf_meta
 from localswarm.models.registry import embedded_model_path
-from localswarm.models.speed import cost_from_meta
+from localswarm.models.speed import cost_from_meta, estimate_speed
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_llama_server.py"
 HOST = HardwareProfile(os="linux", os_release="", hostname="box", cpu=CPUInfo("cpu", "x86_64", 2, 2),
@@ -51,8 +51,10 @@ def test_calibrate_fake_measures_and_caches(fake_binary: Path, tmp_path: Path) -
     assert len(argv) == 1 and "-np" in argv[0] and argv[0][argv[0].index("-t") + 1] == "2"
     cost = cost_from_meta(read_gguf_meta(model))
     assert speed.flops == pytest.approx(200 * cost.prefill_flops_per_token(cal.CAL_PROMPT_TOKENS))
-    assert speed.bandwidth == pytest.approx(
-        40 * cost.decode_bytes_per_token(cal.CAL_PROMPT_TOKENS + cal.CAL_OUTPUT_TOKENS / 2))
+    # the inverted figures give back the measured rates at the calibration's own point
+    back = estimate_speed(cost, speed, prompt_tokens=cal.CAL_PROMPT_TOKENS,
+                          output_tokens=cal.CAL_OUTPUT_TOKENS)
+    assert back.prefill_tps == pytest.approx(200) and back.decode_tps == pytest.approx(40)
     assert "prefill 200 tok/s" in speed.source
     assert cal.cached_or_calibrate(HOST, fake_binary, model, directory=store) == speed
     assert len(_starts(tmp_path)) == 1  # cached: no second server

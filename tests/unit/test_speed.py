@@ -115,3 +115,23 @@ def test_status_line_measured_against_estimated() -> None:
     assert "measured 7.0 tok/s" in line and f"estimated {p.speed.decode_tps:.1f}" in line
     assert "nothing answered yet" in speed_line({"estimate": p.speed.to_dict(), "instances": []})
     assert "no estimate" in speed_line({"instances": [{"tokens_per_s": 5.0}]})
+
+
+def test_two_decode_points_recover_bandwidth_and_attention_rate() -> None:
+    """Decode timed at two context depths separates weight reads from attention compute."""
+    from localswarm.models.speed import device_from_measurement
+
+    cost = cost_from_ref(REG.resolve("qwen2.5-coder:0.5b:q4_k_m"))
+    truth = DeviceSpeed(flops=50e9, bandwidth=10e9, source="t", decode_attention_flops=5e9)
+    d1 = 1 / cost.decode_seconds_per_token(truth, 272)
+    d2 = 1 / cost.decode_seconds_per_token(truth, 784)
+    p = 50e9 / cost.prefill_flops_per_token(256)
+    got = device_from_measurement(cost, prompt_tokens=256, prefill_tps=p, decode_pos=272,
+                                  decode_tps=d1, decode_pos2=784, decode_tps2=d2, source="x")
+    assert got.flops == pytest.approx(50e9)
+    assert got.bandwidth == pytest.approx(10e9) and got.attention_rate == pytest.approx(5e9)
+    # noise that makes decode faster deeper in the context: fall back to one point
+    odd = device_from_measurement(cost, prompt_tokens=256, prefill_tps=p, decode_pos=272,
+                                  decode_tps=d1, decode_pos2=784, decode_tps2=d1 * 1.5, source="x")
+    assert odd.decode_attention_flops == 0 and odd.bandwidth > 0
+    assert 1 / cost.decode_seconds_per_token(odd, 272) == pytest.approx(d1)
