@@ -489,6 +489,16 @@ def plan(
         reasons.append(f"model {ref.id} requested explicitly")
         if instances is not None:
             reasons.append(f"{instances} instance(s) requested explicitly")
+        elif target is not None and want > MIN_INSTANCES:
+            # the same vote width `auto` would give this model: as many as meet the target
+            for w in range(want, MIN_INSTANCES - 1, -1):
+                sp = c.speed(ref, _place(c, est, caps, w))
+                if sp is None or sp.seconds <= target or w == MIN_INSTANCES:
+                    break
+            if w < want:
+                reasons.append(f"{w} instance(s) instead of the {want} that fit: more would "
+                               f"exceed the {target:.0f} s target")
+            want = w
         if want < MIN_INSTANCES:
             reasons.append("warning: a single instance means no vote")
         return _build(c, ref, want, est, caps, reasons, target)
