@@ -153,8 +153,12 @@ def test_first_run_then_offline_fake_hub(real_llama, gemma: bytes, tmp_path: Pat
         link.unlink()
     only = _cli(env, "up", "--model", "auto", "--download-only", "--ctx-size", "2048", "--parallel", "1")
     assert only.returncode == 0, only.stderr
-    assert f"{PLANNED} is not cached and cannot be downloaded" in only.stderr
-    assert f"falling back to {SECOND}, the best cached model that fits this machine" in only.stderr
+    # issue 15: the plan weighs speed from the cached file's own GGUF header; SECOND holds
+    # SmolLM2's bytes here, so the planner may pick it outright (time budget) instead of
+    # planning PLANNED and falling back (that order is tests/process/test_provision.py's)
+    assert (f"{PLANNED} is not cached and cannot be downloaded" in only.stderr
+            and f"falling back to {SECOND}, the best cached model that fits this machine" in only.stderr
+            ) or (f"plan: {SECOND}" in only.stderr and f"model: {SECOND} cached" in only.stderr)
     assert f"model:        {SECOND}" in only.stdout
 
     shutil.rmtree(cache / "models")
