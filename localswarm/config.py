@@ -143,6 +143,7 @@ class Settings(SupervisorTiming):
     parallel: int = 2  # slots per instance (concurrent requests each can decode)
     extra_args: list[str] = field(default_factory=list)  # appended to llama-server argv
     device: list[str] = field(default_factory=list)  # GPUs the planner may use: "0", "gpu1"... (all)
+    latency_target: float = 30.0  # seconds the planner allows for opencode's first turn (2,845 + 256 tokens)
 
     # Where to serve.
     host: str = "127.0.0.1"

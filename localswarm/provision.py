@@ -80,12 +80,15 @@ class PlanPolicy:
     preferred_models: tuple[str, ...] = ()  # families "auto" tries first, in this order
     gpu_memory_fraction: float = 1.0
     ram_fraction: float = 0.5
+    #: Seconds opencode's first turn may take (issue 15); None: memory alone decides.
+    latency_target: float | None = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> PlanPolicy:
         return cls(min_instances=settings.min_instances, max_instances=settings.max_instances,
                    preferred_models=tuple(settings.preferred_models),
-                   gpu_memory_fraction=settings.gpu_memory_fraction, ram_fraction=settings.ram_fraction)
+                   gpu_memory_fraction=settings.gpu_memory_fraction, ram_fraction=settings.ram_fraction,
+                   latency_target=settings.latency_target)
 
     def rules(self) -> Any:
         """The budget rules: ``ram_fraction`` for CPU and Apple Silicon; ``gpu_memory_fraction``
@@ -121,11 +124,14 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
+    from localswarm.models.calibrate import machine_speeds
+
+    speeds = machine_speeds(profile)
     reasons: list[str] = []
     if model is None and policy.preferred_models and not offline:
         rows = list_variants(profile, registry, ctx=ctx, parallel=parallel,
                              instances=instances or policy.min_instances or 1, rules=rules, devices=devs,
-                             locate=locate_cached)
+                             locate=locate_cached, speeds=speeds, latency_target=policy.latency_target)
         for family in policy.preferred_models:
             row = next((r for r in rows if r.fits and not r.embedded
                         and r.model_id.split(":")[0].lower() == family.lower()), None)
@@ -139,7 +145,8 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
 
     def run(count: int | None) -> Any:
         return plan(profile, registry, model=model, instances=count, ctx=ctx, parallel=parallel,
-                    locate=locate_cached, devices=devs, offline=offline, rules=rules)
+                    locate=locate_cached, devices=devs, offline=offline, rules=rules, speeds=speeds,
+                    latency_target=policy.latency_target)
 
     p = run(instances)
     if instances is None and policy.max_instances and p.instances > policy.max_instances:

@@ -150,6 +150,9 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "state": "starting",
         "auth": bool(settings.api_key or settings.api_key_file),  # clients need the key (`localswarm opencode`)
     }
+    speed = getattr(model.plan, "speed", None)
+    if speed is not None:  # the planner's expectation, shown by `status` beside what is measured
+        state["estimate"] = speed.to_dict()
     statefile.write(state)
 
     failed = False
@@ -283,6 +286,9 @@ def fetch_status(timeout: float = 5.0) -> dict[str, Any] | None:
         resp = httpx.get(url, timeout=timeout, headers=access.client_headers())
         if resp.status_code == 401:
             return {**data, "unreachable": True, "state": "refusing us (set LOCALSWARM_API_KEY)"}
-        return resp.json()
+        live = resp.json()
+        if isinstance(live, dict) and data.get("estimate"):
+            live.setdefault("estimate", data["estimate"])
+        return live
     except (httpx.HTTPError, ValueError):
         return {"state": data.get("state", "unknown"), "pid": data.get("pid"), "unreachable": True, **data}

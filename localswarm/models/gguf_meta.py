@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +57,29 @@ class GGUFMeta:
     sliding_window: int | None
     file_type: int | None
     name: str | None
+    #: per tensor name: elements and bytes (the speed estimate counts parameters with them)
+    tensor_elements: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    tensor_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def kv_bytes_per_token_f16(self) -> int:
         """KV-cache bytes per token of context at f16, summed over layers."""
         return sum(h * (self.key_length + self.value_length) * 2 for h in self.head_count_kv)
 
+    @property
+    def params(self) -> int:
+        """Parameter count (all tensor elements); 0 when the tensors were not read."""
+        return sum(self.tensor_elements.values())
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return asdict(self)
+        """A JSON-ready mapping (without the per-tensor tables)."""
+        d = asdict(self)
+        d.pop("tensor_elements")
+        d.pop("tensor_bytes")
+        return d
+
+
+_TENSORS = "\0tensors"
 
 
 class _Cursor:
@@ -128,8 +142,9 @@ def _parse(path: Path) -> tuple[dict[str, Any], int, int]:
             key = cur.string()
             fields[key] = cur.value(cur.unpack("I"))
         weights = 0
+        tensors: dict[str, tuple[int, int]] = {}
         for _ in range(n_tensors):
-            cur.string()
+            tname = cur.string()
             n_dims = cur.unpack("I")
             elements = 1
             for _ in range(n_dims):
@@ -138,6 +153,8 @@ def _parse(path: Path) -> tuple[dict[str, Any], int, int]:
             cur.unpack("Q")  # offset
             block, type_size = GGML_QUANT_SIZES[ttype]
             weights += elements // block * type_size
+            tensors[tname] = (elements, elements // block * type_size)
+        fields[_TENSORS] = tensors
         return fields, n_tensors, weights
 
 
@@ -195,6 +212,8 @@ def read_gguf_meta(path: str | Path, *, use_reader: bool = False) -> GGUFMeta:
         sliding_window=_int(fields, a + "attention.sliding_window"),
         file_type=_int(fields, "general.file_type"),
         name=fields.get("general.name") if isinstance(fields.get("general.name"), str) else None,
+        tensor_elements={k: v[0] for k, v in fields.get(_TENSORS, {}).items()},
+        tensor_bytes={k: v[1] for k, v in fields.get(_TENSORS, {}).items()},
     )
 
 
@@ -214,4 +233,5 @@ def _parse_with_reader(path: Path) -> tuple[dict[str, Any], int, int]:
         else:
             fields[key] = field.contents()
     weights = sum(int(t.n_bytes) for t in reader.tensors)
+    fields[_TENSORS] = {str(t.name): (int(t.n_elements), int(t.n_bytes)) for t in reader.tensors}
     return fields, len(reader.tensors), weights

@@ -24,6 +24,15 @@ from ..hardware.budget import BudgetRules, DeviceBudget, MemoryBudget, budget
 from ..hardware.types import HardwareProfile, MachineKind
 from .gguf_meta import GGUFMeta, read_gguf_meta
 from .registry import ModelRef, Registry, embedded_model_path, load_registry
+from .speed import (
+    DEFAULT_LATENCY_TARGET,
+    DeviceSpeed,
+    SpeedEstimate,
+    cost_from_meta,
+    cost_from_ref,
+    device_speeds,
+    estimate_speed,
+)
 
 MiB = 1024**2
 GiB = 1024**3
@@ -220,6 +229,8 @@ class Plan:
     reasons: tuple[str, ...]
     embedded: bool = False
     local_path: str | None = None
+    speed: SpeedEstimate | None = None  # one instance on the slowest device, reference turn
+    latency_target: float | None = None
 
     @property
     def ctx_size(self) -> int:
@@ -259,6 +270,8 @@ class Plan:
             "placements": [p.to_dict() for p in self.placements],
             "budget": self.budget.to_dict(), "reasons": list(self.reasons),
             "embedded": self.embedded, "local_path": self.local_path,
+            "speed": self.speed.to_dict() if self.speed else None,
+            "latency_target": self.latency_target,
         }
 
     def summary(self) -> str:
@@ -282,11 +295,13 @@ class VariantFit:
     embedded: bool = False
     local: bool = False
     recommended: bool = False
+    speed: SpeedEstimate | None = None  # reference turn with the wanted instances
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
         d = asdict(self)
         d["memory"] = self.memory.to_dict()
+        d["speed"] = self.speed.to_dict() if self.speed else None
         return d
 
 
@@ -310,6 +325,7 @@ class _Ctx:
     parallel: int
     kv_type: str
     locate: Locator
+    speeds: dict[str, DeviceSpeed] = field(default_factory=dict)
     _meta: dict[str, GGUFMeta | None] = field(default_factory=dict)
 
     def meta(self, ref: ModelRef) -> tuple[GGUFMeta | None, Path | None]:
@@ -332,6 +348,22 @@ class _Ctx:
             out[dev.device] = estimate_memory(ref, ctx=self.ctx, parallel=self.parallel,
                                               backend=backend, kv_type=self.kv_type, meta=meta)
         return out
+
+    def speed(self, ref: ModelRef, placements: Sequence[Placement]) -> SpeedEstimate | None:
+        """The reference turn on the slowest placement (its instances share the device)."""
+        if not self.speeds:
+            return None
+        meta, _ = self.meta(ref)
+        active = (ref.variant.active_params or ref.variant.params) / ref.variant.params
+        cost = cost_from_meta(meta, active_fraction=active) if meta and meta.params \
+            else cost_from_ref(ref)
+        worst: SpeedEstimate | None = None
+        for pl in placements:
+            dev = self.speeds.get(pl.device) or self.speeds["cpu"]
+            e = estimate_speed(cost, dev, sharing=pl.instances)
+            if worst is None or e.seconds > worst.seconds:
+                worst = e
+        return worst
 
     def capacity(self, est: dict[str, MemoryEstimate]) -> dict[str, int]:
         return {d.device: d.usable // est[d.device].total if est[d.device].total else 0
@@ -372,8 +404,9 @@ def _fmt(n: int) -> str:
 
 
 def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
-           caps: dict[str, int], reasons: list[str]) -> Plan:
+           caps: dict[str, int], reasons: list[str], target: float | None = None) -> Plan:
     placements = _place(ctx, est, caps, n)
+    speed = ctx.speed(ref, placements)
     first = est[placements[0].device]
     _, path = ctx.meta(ref)
     reasons.append(
@@ -383,12 +416,18 @@ def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
     )
     reasons.append("placement: " + ", ".join(
         f"{p.instances} on {p.device} ({_fmt(p.memory)} of {_fmt(p.usable)})" for p in placements))
+    if speed is not None:
+        reasons.append(f"expected reference turn ({speed.prompt_tokens} prompt + "
+                       f"{speed.output_tokens} output tokens): {speed.seconds:.0f} s per instance "
+                       f"(prefill {speed.prefill_tps:.0f} tok/s, decode {speed.decode_tps:.1f} "
+                       f"tok/s with {speed.sharing} sharing a device; {speed.source})")
     return Plan(
         model_id=ref.id, family=ref.family.id, size=ref.variant.size, quant=ref.quant.quant,
         gguf_file=ref.file, hf_repo=ref.hf_repo, file_size=ref.quant.size,
         license=ref.variant.license, instances=n, ctx=ctx.ctx, parallel=ctx.parallel,
         memory=first, placements=placements, budget=ctx.budget, reasons=tuple(reasons),
         embedded=ref.embedded, local_path=str(path) if path else None,
+        speed=speed, latency_target=target,
     )
 
 
@@ -405,8 +444,17 @@ def plan(
     devices: Sequence[str | int] | None = None,
     offline: bool = False,
     locate: Locator | None = None,
+    speeds: dict[str, DeviceSpeed] | None = None,
+    latency_target: float | None = DEFAULT_LATENCY_TARGET,
 ) -> Plan:
     """Choose the swarm for ``profile``.
+
+    Time is part of "best": the first candidate (priority order) whose estimated reference
+    turn (:mod:`localswarm.models.speed`) stays within ``latency_target`` seconds wins,
+    with the most instances that still meet it; when none does, the fastest registry model
+    that fits twice, said so with its expected time. ``speeds`` are the device rates
+    (a calibration); by default published specs or a conservative CPU default.
+    ``latency_target=None`` restores the memory-only choice.
 
     ``model`` (``family:size:quant``) and ``instances`` override the choice and are checked
     against memory (:class:`PlanError` when they do not fit). ``devices`` restricts GPUs
@@ -419,7 +467,9 @@ def plan(
         raise PlanError(f"--instances must be between 1 and {MAX_EXPLICIT_INSTANCES}, got {instances}")
     b = _restrict(budget(profile, rules), devices)
     c = _Ctx(budget=b, kind=profile.kind, ctx=ctx, parallel=parallel, kv_type=kv_type,
-             locate=locate or _default_locator)
+             locate=locate or _default_locator,
+             speeds=speeds if speeds is not None else device_speeds(profile))
+    target = latency_target
     reasons = [f"machine: {profile.kind.value}; budget {_fmt(b.total)} ({b.rule})", *b.notes]
 
     if model is not None:
@@ -439,12 +489,24 @@ def plan(
         reasons.append(f"model {ref.id} requested explicitly")
         if instances is not None:
             reasons.append(f"{instances} instance(s) requested explicitly")
+        elif target is not None and want > MIN_INSTANCES:
+            # the same vote width `auto` would give this model: as many as meet the target
+            for w in range(want, MIN_INSTANCES - 1, -1):
+                sp = c.speed(ref, _place(c, est, caps, w))
+                if sp is None or sp.seconds <= target or w == MIN_INSTANCES:
+                    break
+            if w < want:
+                reasons.append(f"{w} instance(s) instead of the {want} that fit: more would "
+                               f"exceed the {target:.0f} s target")
+            want = w
         if want < MIN_INSTANCES:
             reasons.append("warning: a single instance means no vote")
-        return _build(c, ref, want, est, caps, reasons)
+        return _build(c, ref, want, est, caps, reasons, target)
 
     need = instances if instances is not None else MIN_INSTANCES
     skipped: list[str] = []
+    too_slow: list[str] = []
+    fastest: tuple[float, ModelRef, int, dict[str, MemoryEstimate], dict[str, int]] | None = None
     for ref in registry.refs(include_embedded=False):
         if offline and c.meta(ref)[1] is None:
             continue
@@ -456,6 +518,30 @@ def plan(
                 skipped.append(f"{ref.id} ({fit} fit)")
             continue
         n = instances if instances is not None else min(fit, MAX_INSTANCES)
+        if target is not None:
+            # the vote width is the third dial: fewer instances when time is short
+            widths = [n] if instances is not None else list(range(n, need - 1, -1))
+            ok = None
+            for w in widths:
+                sp = c.speed(ref, _place(c, est, caps, w))
+                if sp is None or sp.seconds <= target:
+                    ok = w
+                    break
+            if ok is None:
+                slow = c.speed(ref, _place(c, est, caps, widths[-1]))
+                assert slow is not None
+                if len(too_slow) < 3:
+                    too_slow.append(f"{ref.id} ~{slow.seconds:.0f} s")
+                if fastest is None or slow.seconds < fastest[0]:
+                    fastest = (slow.seconds, ref, widths[-1], est, caps)
+                continue
+            if ok < n:
+                reasons.append(f"{ok} instance(s) instead of the {n} that fit: more would "
+                               f"exceed the {target:.0f} s target")
+            n = ok
+        if too_slow:
+            reasons.append(f"better candidates slower than the {target:.0f} s target: "
+                           + ", ".join(too_slow) + (", ..." if len(too_slow) == 3 else ""))
         if skipped:
             reasons.append("better candidates that do not fit " + str(need) + " times: "
                            + ", ".join(skipped) + (", ..." if len(skipped) == 3 else ""))
@@ -466,7 +552,15 @@ def plan(
         reasons.append(f"{n} instances: as many as fit" + (f", capped at {MAX_INSTANCES}"
                                                           if fit > MAX_INSTANCES else "")
                        if instances is None else f"{n} instance(s) requested explicitly")
-        return _build(c, ref, n, est, caps, reasons)
+        return _build(c, ref, n, est, caps, reasons, target)
+
+    if fastest is not None:
+        seconds, ref, n, est, caps = fastest
+        reasons.append(
+            f"no model meets the {target:.0f} s target for the reference turn on this machine "
+            f"(tried: {', '.join(too_slow)}{', ...' if len(too_slow) == 3 else ''}); choosing the "
+            f"fastest registry model, {ref.id} x {n}: expect about {seconds:.0f} s")
+        return _build(c, ref, n, est, caps, reasons, target)
 
     ref = registry.embedded()
     est = c.estimates(ref)
@@ -484,7 +578,7 @@ def plan(
                             f"({fit} fit in {_fmt(b.total)})")
         reasons.append("warning: even one embedded instance exceeds the budget")
         caps = {d.device: max(caps[d.device], 1) for d in b.devices}
-    return _build(c, ref, n, est, caps, reasons)
+    return _build(c, ref, n, est, caps, reasons, target)
 
 
 def list_variants(
@@ -498,15 +592,20 @@ def list_variants(
     rules: BudgetRules | None = None,
     devices: Sequence[str | int] | None = None,
     locate: Locator | None = None,
+    speeds: dict[str, DeviceSpeed] | None = None,
+    latency_target: float | None = DEFAULT_LATENCY_TARGET,
 ) -> list[VariantFit]:
-    """Every registry entry, best first, marked fits / does not fit with the reason."""
+    """Every registry entry, best first, marked fits / does not fit with the reason,
+    with the estimated reference turn for ``instances`` instances."""
     registry = registry or load_registry()
     b = _restrict(budget(profile, rules), devices)
+    speeds = speeds if speeds is not None else device_speeds(profile)
     c = _Ctx(budget=b, kind=profile.kind, ctx=ctx, parallel=parallel, kv_type=kv_type,
-             locate=locate or _default_locator)
+             locate=locate or _default_locator, speeds=speeds)
     try:
         chosen = plan(profile, registry, ctx=ctx, parallel=parallel, kv_type=kv_type,
-                      rules=rules, devices=devices, locate=locate).model_id
+                      rules=rules, devices=devices, locate=locate, speeds=speeds,
+                      latency_target=latency_target).model_id
     except PlanError:
         chosen = None
     out: list[VariantFit] = []
@@ -522,11 +621,14 @@ def list_variants(
         else:
             reason = f"needs {_fmt(worst)} per instance, largest device offers " \
                      f"{_fmt(max(d.usable for d in b.devices))}"
+        n = max(1, min(instances, fit)) if fit else instances
+        spread = _place(c, est, {k: max(v, n) for k, v in caps.items()}, n)
         out.append(VariantFit(
             model_id=ref.id, file=ref.file, file_size=ref.quant.size,
             size_estimated=ref.quant.size_estimated, memory=next(iter(est.values())),
             max_instances=fit, fits=fit >= instances, reason=reason, embedded=ref.embedded,
             local=c.meta(ref)[1] is not None, recommended=ref.id == chosen,
+            speed=c.speed(ref, spread),
         ))
     return out
 
@@ -541,17 +643,23 @@ def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
 
     registry = registry or load_registry()
     rows = [
-        "| Machine | Budget | Model | Quant | Instances | Per instance | Total | Placement |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Machine | Budget | Model | Quant | Instances | Per instance | Total | Placement "
+        "| Bandwidth / compute (effective) | Decode tok/s | Reference turn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, profile in reference_profiles().items():
         p = plan(profile, registry, ctx=ctx, parallel=parallel, locate=lambda _ref: None)
         model = f"{p.family}:{p.size}" + (" (embedded)" if p.embedded else "")
         where = ", ".join(f"{pl.instances}x {pl.device}" for pl in p.placements)
+        dev = device_speeds(profile)[p.placements[0].device]
+        sp = p.speed
+        assert sp is not None
+        slow = "" if sp.seconds <= (p.latency_target or float("inf")) else " (over target)"
         rows.append(
             f"| {name} | {p.budget.total / GiB:.1f} GiB ({p.budget.rule}) | {model} | {p.quant} "
             f"| {p.instances} | {p.per_instance_memory / GiB:.2f} GiB | "
-            f"{p.total_memory / GiB:.2f} GiB | {where} |"
+            f"{p.total_memory / GiB:.2f} GiB | {where} | {dev.bandwidth / 1e9:.0f} GB/s / "
+            f"{dev.flops / 1e12:.2f} TFLOP/s | {sp.decode_tps:.0f} | {sp.seconds:.0f} s{slow} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -18,7 +18,8 @@ its behaviour from the environment:
 It serves ``/v1/chat/completions`` and ``/v1/completions`` (streamed or not, with
 ``logprobs`` as llama-server shapes them: one entry per word here), ``/v1/embeddings``
 (with ``--embeddings``; 8 made-up dimensions), ``/tokenize`` (one token per word),
-``/props``, ``/metrics``, and a test-only ``GET /fake/last_bodies``. A prompt longer than
+``/props``, ``/metrics``, the native ``/completion`` with llama-server's ``timings``
+(rates from ``FAKE_PROMPT_TPS``/``FAKE_DECODE_TPS``), and a test-only ``GET /fake/last_bodies``. A prompt longer than
 the slot context (``-c`` / ``-np``, one token per word) gets llama-server's 400
 ``exceed_context_size_error``; a malformed ``tools`` array gets its HTTP 500 "Failed to
 parse tools: ..." (common/chat.cpp, server.cpp ex_wrapper).
@@ -134,12 +135,29 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/tokenize":
             self._json(200, {"tokens": list(range(len(str(body.get("content", "")).split())))})
+        elif self.path == "/completion":  # llama-server's native endpoint, with its timings
+            self._native_completion(body)
         elif self.path in ("/v1/embeddings", "/embeddings"):
             self._embeddings(body)
         elif self.path in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
             self._generate(body, chat="chat" in self.path)
         else:
             self._json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+    def _native_completion(self, body: dict) -> None:
+        # tools/server/server.cpp: the non-OAI /completion answers content plus "timings"
+        # (prompt_n, prompt_ms, prompt_per_second, predicted_n, predicted_ms,
+        # predicted_per_second); rates here come from FAKE_PROMPT_TPS / FAKE_DECODE_TPS.
+        prompt = body.get("prompt", "")
+        prompt_n = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+        predicted_n = int(body.get("n_predict", 16))
+        ptps = float(os.environ.get("FAKE_PROMPT_TPS", "200"))
+        dtps = float(os.environ.get("FAKE_DECODE_TPS", "50"))
+        self._json(200, {"content": "x " * predicted_n, "stop": True, "tokens_evaluated": prompt_n,
+                         "tokens_predicted": predicted_n, "timings": {
+                             "prompt_n": prompt_n, "prompt_ms": 1000 * prompt_n / ptps,
+                             "prompt_per_second": ptps, "predicted_n": predicted_n,
+                             "predicted_ms": 1000 * predicted_n / dtps, "predicted_per_second": dtps}})
 
     def _embeddings(self, body: dict) -> None:
         if not EMBEDDINGS:

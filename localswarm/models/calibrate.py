@@ -1,0 +1,276 @@
+"""Calibration: this machine's prefill and decode rates, measured through real llama-server.
+
+``localswarm detect --calibrate`` (and the first ``up``) starts the binary with the embedded
+SmolLM2, sends one ``/completion`` of :data:`CAL_PROMPT_TOKENS` token ids with
+``n_predict`` :data:`CAL_OUTPUT_TOKENS` and reads llama-server's own ``timings``
+(``prompt_per_second``, ``predicted_per_second``). The rates are turned into effective
+device figures (:func:`localswarm.models.speed.device_from_measurement`) and cached in
+``<cache dir>/speed-calibration.json`` per machine and per binary (path, size, mtime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import LocalSwarmError
+from ..hardware.types import HardwareProfile
+from ..paths import cache_dir
+from .gguf_meta import read_gguf_meta
+from .speed import DeviceSpeed, ModelCost, cost_from_meta, device_from_measurement
+
+CAL_PROMPT_TOKENS = 256
+CAL_OUTPUT_TOKENS = 32
+#: a second request extends the first prompt (its prefix comes from the slot's cache) so
+#: decode is also timed deeper into the context: attention's share of decode grows with it
+CAL_FOLLOW_UP_TOKENS = 512
+CAL_CTX = 4096
+CACHE_FILE = "speed-calibration.json"
+
+
+class CalibrationError(LocalSwarmError):
+    """The calibration run could not be made (no binary, no model, server failed)."""
+
+
+@dataclass(frozen=True)
+class RunTimings:
+    """llama-server's ``timings`` for one request."""
+
+    prompt_n: int
+    prompt_per_second: float
+    predicted_n: int
+    predicted_per_second: float
+
+    @property
+    def seconds(self) -> float:
+        """Prompt plus generation time, as llama-server counted it."""
+        return (self.prompt_n / self.prompt_per_second
+                + self.predicted_n / self.predicted_per_second)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prompt_ids(n: int, vocab: int) -> list[int]:
+    """``n`` deterministic token ids spread over the vocabulary (timing does not need text)."""
+    span = max(vocab - 1100, 1)
+    return [1000 + (i * 7919) % span for i in range(n)]
+
+
+def _start(binary: Path, model: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "-m", str(model),
+            "-c", str(ctx), "-np", "1", "-t", str(threads), "-tb", str(threads),
+            "--no-webui", "-ngl", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CalibrationError(f"llama-server exited with {proc.returncode} during calibration")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise CalibrationError(f"llama-server not ready after {timeout:.0f} s")
+
+
+def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
+              cache_prompt: bool = False) -> RunTimings:
+    r = httpx.post(base + "/completion", timeout=timeout, json={
+        "prompt": ids, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
+        "temperature": 0.0, "seed": 1})
+    if r.status_code != 200:
+        raise CalibrationError(f"llama-server answered {r.status_code}: {r.text[:200]}")
+    t = r.json()["timings"]
+    return RunTimings(int(t["prompt_n"]), float(t["prompt_per_second"]),
+                      int(t["predicted_n"]), float(t["predicted_per_second"]))
+
+
+def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
+            prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
+            ctx: int = CAL_CTX, ready_timeout: float = 120.0,
+            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
+    """Start ``instances`` servers (the cores divided among them, as ``up`` does), send each
+    one request at the same time, return their timings. Every process is stopped.
+
+    With ``follow_up`` each server then gets the same prompt extended by that many ids
+    (the prefix from its cache) and the timings list holds both rounds, first round first.
+    """
+    from ..supervisor.supervisor import threads_per_instance
+
+    per = threads_per_instance(instances, threads)
+    vocab = read_gguf_meta(model).vocab_size or 32000
+    ids = prompt_ids(prompt_tokens, vocab)
+    procs: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for _ in range(instances):
+            procs.append(_start(binary, model, per,
+                                max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)))
+        for proc, base in procs:
+            _wait_ready(proc, base, ready_timeout)
+        longer = prompt_ids(prompt_tokens + follow_up, vocab)
+        out: list[RunTimings] = []
+        with ThreadPoolExecutor(max_workers=instances) as pool:
+            rounds = [(ids, bool(follow_up))] + ([(longer, True)] if follow_up else [])
+            for prompt, cache in rounds:
+                futures = [pool.submit(_complete, base, prompt, output_tokens, request_timeout,
+                                       cache) for _, base in procs]
+                out += [f.result() for f in futures]
+        return out
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | None = None, *,
+                        deeper_pos: float | None = None, sharing: int = 1,
+                        source: str = "calibrated") -> DeviceSpeed:
+    """Whole-device effective rates from one instance's timings (times ``sharing``);
+    ``deeper`` is the follow-up request whose decode ran at ``deeper_pos``."""
+    d = device_from_measurement(
+        cost, prompt_tokens=t.prompt_n, prefill_tps=t.prompt_per_second,
+        decode_pos=t.prompt_n + t.predicted_n / 2, decode_tps=t.predicted_per_second,
+        source=source, decode_pos2=deeper_pos if deeper else None,
+        decode_tps2=deeper.predicted_per_second if deeper else None)
+    return DeviceSpeed(d.flops * sharing, d.bandwidth * sharing, source,
+                       d.decode_attention_flops * sharing)
+
+
+def calibration_timings(binary: Path, model: Path, *, threads: int | None = None,
+                        ) -> tuple[RunTimings, RunTimings]:
+    """The calibration's two requests on one server (all cores)."""
+    first, deeper = measure(binary, model, threads=threads, follow_up=CAL_FOLLOW_UP_TOKENS)
+    return first, deeper
+
+
+CAL_DEEPER_POS = CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS + CAL_OUTPUT_TOKENS / 2
+
+
+def device_from_calibration(model: Path, first: RunTimings, deeper: RunTimings, *,
+                            source: str) -> DeviceSpeed:
+    """Device rates from the calibration's two requests with ``model``."""
+    return device_from_timings(cost_from_meta(read_gguf_meta(model)), first, deeper,
+                               deeper_pos=CAL_DEEPER_POS, source=source)
+
+
+# --- the cache -------------------------------------------------------------------------
+
+
+def machine_key(profile: HardwareProfile, binary: Path) -> str:
+    """Which machine and which binary a calibration belongs to."""
+    try:
+        st = binary.stat()
+        bin_id = f"{binary.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    except OSError:
+        bin_id = str(binary)
+    raw = json.dumps([profile.hostname or platform.node(), profile.cpu.model, profile.cpu.arch,
+                      profile.cpu.physical_cores, profile.cpu.logical_cores, bin_id])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _cache_path(directory: Path | None) -> Path:
+    return (directory or cache_dir()) / CACHE_FILE
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None,
+           ) -> DeviceSpeed | None:
+    """The stored calibration of this machine and binary, if any."""
+    entry = _read(_cache_path(directory)).get(machine_key(profile, binary))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return DeviceSpeed(float(entry["flops"]), float(entry["bandwidth"]), str(entry["source"]),
+                           float(entry.get("decode_attention_flops") or 0.0))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
+              directory: Path | None = None, threads: int | None = None) -> DeviceSpeed:
+    """Measure this machine with ``model`` through ``binary`` and cache the result."""
+    t, deeper = calibration_timings(binary, model, threads=threads)
+    speed = device_from_calibration(model, t, deeper, source=(
+        f"calibrated {time.strftime('%Y-%m-%d')} with {model.name}: prefill "
+        f"{t.prompt_per_second:.0f} tok/s ({t.prompt_n} tokens), decode "
+        f"{t.predicted_per_second:.1f} tok/s, {deeper.predicted_per_second:.1f} tok/s "
+        f"at {CAL_DEEPER_POS:.0f} tokens"))
+    path = _cache_path(directory)
+    data = _read(path)
+    data[machine_key(profile, binary)] = {**speed.to_dict(), "binary": str(binary),
+                                          "model": str(model), "measured_at": time.time()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return speed
+
+
+def cached_or_calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
+                        directory: Path | None = None, threads: int | None = None,
+                        ) -> DeviceSpeed:
+    """The cached calibration, else a fresh one (the first ``up``)."""
+    return cached(profile, binary, directory) or calibrate(
+        profile, binary, model, directory=directory, threads=threads)
+
+
+__all__: Sequence[str] = ("CalibrationError", "RunTimings", "cached", "cached_or_calibrate",
+                          "calibrate", "measure", "machine_key")
+
+
+def machine_speeds(profile: HardwareProfile, *, binary: Path | None = None,
+                   calibrate_now: bool = False, directory: Path | None = None,
+                   ) -> dict[str, DeviceSpeed]:
+    """Device rates for the planner: this machine's cached calibration (made now when
+    ``calibrate_now``), else published specs / the conservative CPU default."""
+    from ..backends.llama_server import find_llama_server
+    from .registry import embedded_model_path
+    from .speed import device_speeds
+
+    cal: DeviceSpeed | None = None
+    try:
+        binary = binary or find_llama_server()
+        cal = cached(profile, binary, directory)
+        model = embedded_model_path()
+        if cal is None and calibrate_now and model is not None:
+            cal = calibrate(profile, binary, model, directory=directory)
+    except Exception as exc:  # noqa: BLE001 - no binary or a failed run: the prior stands
+        from ..hardware._run import logger
+
+        logger.warning("speed calibration unavailable: %s", exc)
+    return device_speeds(profile, cal)

