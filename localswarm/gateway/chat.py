@@ -78,8 +78,10 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         def events_for(width: int) -> AsyncIterator[str]:
             widths.append(width)
             chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
-            if req.n == 1 and (fastest or len(chosen) == 1):
-                # One voter, or the fastest wins: relay the upstream stream as it comes.
+            federated = state.federation is not None and state.federation.should_coordinate()
+            if req.n == 1 and (fastest or (len(chosen) == 1 and not federated)):
+                # One voter, or the fastest wins: relay the upstream stream as it comes (a
+                # federated request has more voters: the peers).
                 return relay_fastest(state, chosen, req.upstream, req.include_usage,
                                      strategy="fastest" if fastest else req.strategy)
             return _stream_consensus(state, chosen, req)
