@@ -139,10 +139,15 @@ def sign(
     nonce: str | None = None,
 ) -> dict[str, str]:
     """Return the headers that authenticate one request (timestamp, nonce, signature)."""
+    return _signed_headers(secret, lambda ts, n: _canonical(method, target, ts, n, body), timestamp, nonce)
+
+
+def _signed_headers(secret: bytes, canonical: Callable[[str, str], bytes], timestamp: float | None,
+                    nonce: str | None) -> dict[str, str]:
+    """The one signer of requests and replies: timestamp, nonce, HMAC over ``canonical(ts, nonce)``."""
     ts = str(int(time.time() if timestamp is None else timestamp))
     nonce = nonce or secrets.token_hex(16)
-    sig = _signature(secret, _canonical(method, target, ts, nonce, body))
-    return {HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce, HEADER_SIGNATURE: sig}
+    return {HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce, HEADER_SIGNATURE: _signature(secret, canonical(ts, nonce))}
 
 
 class ReplayCache:
@@ -282,10 +287,8 @@ def sign_reply(
     nonce: str | None = None,
 ) -> dict[str, str]:
     """The headers that authenticate one reply (status and body) to the request that had ``request_nonce``."""
-    ts = str(int(time.time() if timestamp is None else timestamp))
-    nonce = nonce or secrets.token_hex(16)
-    sig = _signature(secret, _reply_canonical(status, request_nonce, ts, nonce, body))
-    return {HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce, HEADER_SIGNATURE: sig}
+    return _signed_headers(secret, lambda ts, n: _reply_canonical(status, request_nonce, ts, n, body),
+                           timestamp, nonce)
 
 
 def verify_reply(
