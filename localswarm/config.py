@@ -72,20 +72,18 @@ PLAN_KEYS: dict[tuple[str, str], str] = {
     ("network", "enabled"): "federate",
     ("network", "discovery_port"): "udp_port",
     ("network", "advertise_interval"): "advertise_interval",
+    ("network", "strategy"): "federation_strategy",
+    ("network", "min_peers"): "min_peers",
+    ("network", "max_peers"): "max_peers",
     ("network", "auth_token"): "federation_secret",
 }
 SECTIONS = ("server", "swarm", "models", "hardware", "network")
-_LATER = "not yet supported (issue 14: federation strategies, min_peers/max_peers and Mode 2 come later)"
+_LATER = "not yet supported (issue 14: Mode 2, distributed workers, comes later)"
 #: Names refused with what to use instead (flat, or section.key). A refusal is an error,
 #: except for the names in :data:`IGNORED_WITH_NOTICE`.
 REFUSED: dict[str, str] = {
     "network.federation_port": "federation is served on the gateway's own port: set server.port",
-    "network.max_peers": _LATER,
-    "network.min_peers": _LATER,
     "network.mode": f"{_LATER}; remove it (one machine's model per swarm)",
-    "network.strategy": f"{_LATER}; remove it (the cross-machine vote is the similarity vote)",
-    "max_peers": _LATER,
-    "min_peers": _LATER,
     "mode": f"{_LATER}; remove it (one machine's model per swarm)",
     "federation_port": "federation is served on the gateway's own port: set port",
     "discovery_port": "use udp_port (network.discovery_port in the nested form)",
@@ -99,10 +97,11 @@ REFUSED: dict[str, str] = {
 }
 #: Refused names that leave the rest of the file usable (the seed plan's own file has them):
 #: the swarm starts, and every start says loudly that they have no effect.
-IGNORED_WITH_NOTICE = ("network.federation_port", "network.max_peers", "network.min_peers",
-                       "federation_port", "max_peers", "min_peers")
-#: Cross-swarm strategies of the plan not built yet (only under network:/federation_strategy).
-LATER_STRATEGIES = ("weighted", "best_of_n", "latency")
+IGNORED_WITH_NOTICE = ("network.federation_port", "federation_port")
+#: How the federation picks among the swarms' answers (localswarm/consensus/crossvote.py).
+FEDERATION_STRATEGIES = ("weighted", "best_of_n", "latency")
+#: The confidence a vote must clear for ``latency`` to take it (a strict majority of one swarm, tight).
+FEDERATION_FLOOR = 0.5
 
 
 @dataclass(kw_only=True)
@@ -173,6 +172,12 @@ class Settings(SupervisorTiming):
     udp_port: int = 5354
     advertise_interval: float = 2.0  # seconds between UDP announcements (mDNS re-announces by itself)
     peer_probe_interval: float = 5.0  # health probe of each peer (never generates text)
+    # How the swarms' answers are pooled (docs/federation.md "Strategies"): weighted (support ×
+    # confidence), best_of_n (best answer by the quality score), latency (first confident answer).
+    federation_strategy: str = "weighted"
+    federation_min_confidence: float = FEDERATION_FLOOR  # the floor a vote must clear for `latency` to take it
+    min_peers: int = 0  # peer votes a federated answer needs (waited for up to peer_timeout); fewer: local answer
+    max_peers: int | None = None  # ask at most this many peers, lowest measured latency first (None: all)
 
     # Limits.
     max_body_bytes: int = 8 * 1024 * 1024
@@ -201,11 +206,22 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.stream_mode not in STREAM_MODES:
             raise ConfigError(f"stream_mode must be one of {STREAM_MODES}, not {self.stream_mode!r}")
-        if self.strategy in LATER_STRATEGIES:
-            raise ConfigError(f"strategy {self.strategy!r} (a cross-swarm federation strategy) is {_LATER}; "
+        if self.strategy in FEDERATION_STRATEGIES:
+            raise ConfigError(f"strategy {self.strategy!r} is a cross-swarm federation strategy: set "
+                              f"federation_strategy (network.strategy in the nested form); "
                               f"the local vote takes one of {STRATEGIES}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.federation_strategy not in FEDERATION_STRATEGIES:
+            raise ConfigError(f"federation_strategy must be one of {FEDERATION_STRATEGIES}, "
+                              f"not {self.federation_strategy!r}")
+        if not 0.0 <= self.federation_min_confidence <= 1.0:
+            raise ConfigError(f"federation_min_confidence must be in [0, 1], not {self.federation_min_confidence}")
+        if not 0 <= self.min_peers <= 64 or (self.max_peers is not None and not 1 <= self.max_peers <= 64):
+            raise ConfigError(f"min_peers must be 0-64 and max_peers 1-64 (or none), not {self.min_peers} "
+                              f"and {self.max_peers}")
+        if self.max_peers is not None and self.min_peers > self.max_peers:
+            raise ConfigError(f"min_peers ({self.min_peers}) is above max_peers ({self.max_peers})")
         if self.exec_check not in EXEC_CHECK_MODES:
             raise ConfigError(f"exec_check must be one of {EXEC_CHECK_MODES}, not {self.exec_check!r}")
         for name in ("min_instances", "max_instances"):

@@ -11,7 +11,14 @@ agreement test, clustering and threshold.
 
 from __future__ import annotations
 
-from .crossvote import CrossVoteResult, SwarmVote, answer_similarity, cross_vote
+from .crossvote import (
+    DEFAULT_FLOOR,
+    FEDERATION_STRATEGIES,
+    CrossVoteResult,
+    SwarmVote,
+    answer_similarity,
+    cross_vote,
+)
 from .model import Candidate, VoteResult
 from .similarity import analyse, text_similarity
 from .strategies import (
@@ -29,6 +36,8 @@ from .toolcalls import (
 from .vote import DEFAULT_THRESHOLD, quorum_reached, required_votes, vote
 
 __all__ = [
+    "DEFAULT_FLOOR",
+    "FEDERATION_STRATEGIES",
     "DEFAULT_STRATEGY",
     "DEFAULT_THRESHOLD",
     "HEADER",

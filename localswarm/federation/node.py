@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localswarm import __version__
 from localswarm.config import Settings
 from localswarm.consensus import CrossVoteResult, cross_vote, strategy_from_request
+from localswarm.consensus.crossvote import clears_floor
 from localswarm.federation.auth import HEADER_HOPS, check_hops, resolve_secret
 from localswarm.federation.discovery import Discovery
 from localswarm.federation.errors import AuthError
@@ -177,6 +179,15 @@ def peer_body(body: dict[str, Any]) -> dict[str, Any]:
 # -- the cross vote's outcome -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PeerLimits:
+    """``min_peers``/``max_peers`` as one round applied them."""
+
+    min_peers: int = 0
+    max_peers: int | None = None
+    not_asked: list[str] = field(default_factory=list)  # available peers left out by max_peers
+
+
 @dataclass
 class FederatedOutcome:
     """What a federated round adds to a :class:`~localswarm.gateway.rounds.Round`."""
@@ -188,6 +199,32 @@ class FederatedOutcome:
     winner_label: str
     peer_timeout_s: float
     peers_latency_s: float
+    asked: list[str] = field(default_factory=list)  # table keys of the peers asked
+    cancelled: list[str] = field(default_factory=list)  # asked, then not waited for (latency)
+    limits: PeerLimits = field(default_factory=PeerLimits)
+    local_only: str | None = None  # why the answer is this node's alone (min_peers not reached)
+    peer_replies: int = 0  # peer votes received
+    local_cancelled: bool = False  # latency: a peer's vote was taken before this node's finished
+
+    @property
+    def answered(self) -> int:
+        """Peer votes received."""
+        return self.peer_replies
+
+    def headers(self) -> dict[str, str]:
+        """The federation's ``x-localswarm-*`` response headers."""
+        headers = {
+            "x-localswarm-federation": f"local; {self.local_only}" if self.local_only else "federated",
+            "x-localswarm-federation-strategy": self.cross.strategy,
+            "x-localswarm-peers": f"{self.answered}/{len(self.asked)}",
+        }
+        if self.cross.strategy == "latency" and not self.local_only:
+            taken = "first over the floor" if self.cross.fallback is None else "none over the floor: weighted"
+            headers["x-localswarm-latency"] = f"{taken}; {len(self.cancelled)} peer(s) cancelled" + (
+                ", local vote cancelled" if self.local_cancelled else "")
+        if self.limits.not_asked:
+            headers["x-localswarm-peers-not-asked"] = str(len(self.limits.not_asked))
+        return headers
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node whose vote was counted, and whether it agreed."""
@@ -218,6 +255,13 @@ class FederatedOutcome:
         fed["left_out"] = dict(self.failures)
         fed["peer_timeout_s"] = self.peer_timeout_s
         fed["peers_latency_s"] = round(self.peers_latency_s, 3)
+        fed.update(asked=list(self.asked), answered=self.answered, cancelled=list(self.cancelled),
+                   local_cancelled=self.local_cancelled, min_peers=self.limits.min_peers,
+                   max_peers=self.limits.max_peers, not_asked=list(self.limits.not_asked), local_only=self.local_only)
+        if self.local_only:  # the local vote's own figures stand; the federation part says why
+            fed["mode"] = "local"
+            meta.update(mode="local", federation=fed)
+            return meta
         meta.update(
             mode="federated",
             winner=self.winner_label,
@@ -333,8 +377,9 @@ class Federation:
     # the cross vote
 
     def should_coordinate(self) -> bool:
-        """True for a client's request (no hop header) when at least one peer is known."""
-        return request_hops() == 0 and bool(self.pool.clients())
+        """True for a client's request (no hop header) when at least one peer is known, or
+        ``min_peers`` asks for peers (then the answer says it was answered locally)."""
+        return request_hops() == 0 and (bool(self.pool.clients()) or self.settings.min_peers > 0)
 
     def _names(self) -> tuple[dict[str, str], dict[str, str]]:
         names = {self.node_id: self.name}
@@ -346,16 +391,56 @@ class Federation:
         return names, addresses
 
     async def vote_round(self, instances: Sequence[Instance], body: dict[str, Any], strategy: str) -> Round:
-        """Vote locally and with every available peer (in parallel, one timeout); pool the answers."""
-        state = self.state
-        timeout = self.settings.peer_timeout
+        """Vote locally and with the chosen peers (in parallel, one timeout); pool the answers
+        by ``federation_strategy``, within ``min_peers``/``max_peers`` (docs/federation.md)."""
+        state, settings = self.state, self.settings
+        how, floor, min_peers = settings.federation_strategy, settings.federation_min_confidence, settings.min_peers
+        timeout = settings.peer_timeout
         started = time.monotonic()
         request = VoteRequest(request_id=uuid.uuid4().hex, request=peer_body(body))
+        chosen, skipped = self.pool.choose(settings.max_peers)
+        limits = PeerLimits(min_peers=min_peers, max_peers=settings.max_peers, not_asked=skipped)
+        if len(chosen) < min_peers:  # cannot be reached: answer at once instead of waiting for nothing
+            local = await local_round(state, instances, body, strategy)
+            reason = f"min_peers {min_peers} not reached: {len(chosen)} peer(s) available"
+            return self._local_only(local, VoteGather(), reason, limits, time.monotonic() - started)
+
+        arrival: list[str] = []  # node ids in the order their votes arrived, this node's included
+        replies: list[VoteReply] = []
+        mine: list[VoteReply] = []
+        stop = asyncio.Event()
+
+        def decided() -> bool:  # `latency`: a vote cleared the floor and enough peers answered
+            votes = {v.node_id: v for v in (*replies, *mine)}
+            return len(replies) >= min_peers and any(clears_floor(votes[n], floor) for n in arrival)
+
+        def on_reply(reply: VoteReply) -> None:
+            replies.append(reply)
+            arrival.append(reply.node_id)
+            if how == "latency" and decided():
+                stop.set()
+
+        def on_local(task: asyncio.Task[Round]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                return
+            voted = task.result()
+            mine.append(vote_reply(self.node_id, state.model_id, voted, time.monotonic() - started))
+            arrival.append(self.node_id)
+            if how == "latency" and decided():
+                stop.set()
+
         local_task = asyncio.create_task(local_round(state, instances, body, strategy))
-        peers_task = asyncio.create_task(self.pool.gather_votes(request, timeout_s=timeout))
+        local_task.add_done_callback(on_local)
+        peers_task = asyncio.create_task(self.pool.gather_votes(request, timeout_s=timeout, keys=chosen,
+                                                                 on_reply=on_reply, stop=stop))
+        stopper = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({local_task, peers_task})
+            pending: set[asyncio.Future[Any]] = {local_task, peers_task}
+            while pending - {stopper} and not stop.is_set():
+                _, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({peers_task})  # it stops by itself once `stop` is set
         finally:
+            stopper.cancel()
             for task in (local_task, peers_task):
                 if not task.done():
                     await fanout.cancel_and_wait({task})
@@ -367,16 +452,20 @@ class Federation:
         for node_id, key in got.keys.items():  # peers known by address only (static, before their info)
             if node_id not in names and key.startswith("static:"):
                 names[node_id] = addresses[node_id] = key[len("static:"):]
-        exc = local_task.exception()
-        if exc is not None:
+        exc = None if local_task.cancelled() else local_task.exception()
+        if local_task.cancelled() or exc is not None or not mine:
             if not got.replies:
-                raise exc
-            logger.warning("local vote failed (%s); answering with %d peer votes", exc, len(got.replies))
-            return self._from_peers_only(got, names, addresses, strategy, peers_latency)
+                raise exc or RuntimeError("the local vote was cancelled and no peer answered")
+            if exc is not None:
+                logger.warning("local vote failed (%s); answering with %d peer votes", exc, len(got.replies))
+            return self._from_peers_only(got, names, addresses, strategy, peers_latency, limits, arrival,
+                                         local_cancelled=local_task.cancelled())
         local = local_task.result()
-        local_latency = max((a.latency_s for a in local.answers), default=0.0)
-        mine = vote_reply(self.node_id, state.model_id, local, local_latency)
-        cross = cross_vote(mine, got.replies, threshold=self.settings.similarity_threshold)
+        if len(got.replies) < min_peers:
+            reason = f"min_peers {min_peers} not reached: {len(got.replies)} of {len(got.asked)} asked answered"
+            return self._local_only(local, got, reason, limits, peers_latency)
+        cross = cross_vote(mine[0], got.replies, strategy=how, threshold=settings.similarity_threshold,
+                           floor=floor, arrival=arrival)
         self.cross_votes += 1
         if cross.winner.node_id == self.node_id:
             label = local.winner.id
@@ -385,19 +474,41 @@ class Federation:
             label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
             winner, index = _peer_answer(cross.winner, label), None
         outcome = FederatedOutcome(cross=cross, names=names, addresses=addresses, failures=got.failures,
-                                   winner_label=label, peer_timeout_s=timeout, peers_latency_s=peers_latency)
+                                   winner_label=label, peer_timeout_s=timeout, peers_latency_s=peers_latency,
+                                   asked=got.asked, cancelled=got.cancelled, limits=limits,
+                                   peer_replies=len(got.replies))
         return Round(local.gathered, local.result, winner, index, cross.confidence, local.strategy,
                      federated=outcome)
 
+    def _local_only(self, local: Round, got: VoteGather, reason: str, limits: PeerLimits, latency: float) -> Round:
+        """The local answer, because ``min_peers`` was not reached: said in the metadata, the
+        headers and one log line."""
+        logger.warning("federated request answered locally: %s", reason)
+        mine = vote_reply(self.node_id, self.state.model_id, local, latency)
+        names, addresses = self._names()
+        outcome = FederatedOutcome(cross=cross_vote(mine, [], strategy=self.settings.federation_strategy),
+                                   names=names, addresses=addresses, failures=got.failures,
+                                   winner_label=local.winner.id, peer_timeout_s=self.settings.peer_timeout,
+                                   peers_latency_s=latency, asked=got.asked, cancelled=got.cancelled,
+                                   limits=limits, local_only=reason, peer_replies=len(got.replies))
+        return Round(local.gathered, local.result, local.winner, local.winner_index, local.confidence,
+                     local.strategy, federated=outcome)
+
     def _from_peers_only(self, got: VoteGather, names: dict[str, str], addresses: dict[str, str], strategy: str,
-                         peers_latency: float) -> Round:
+                         peers_latency: float, limits: PeerLimits, arrival: Sequence[str] = (),
+                         local_cancelled: bool = False) -> Round:
         first, *rest = sorted(got.replies, key=lambda r: (-r.cluster_size, -r.confidence, r.node_id))
-        cross = cross_vote(first, rest, threshold=self.settings.similarity_threshold)
+        settings = self.settings
+        cross = cross_vote(first, rest, strategy=settings.federation_strategy, threshold=settings.similarity_threshold,
+                           floor=settings.federation_min_confidence, arrival=arrival)
+        cross = dataclasses.replace(cross, local_node_id=self.node_id)  # this node still coordinated
         self.cross_votes += 1
         label = names.get(cross.winner.node_id, cross.winner.node_id[:8])
         outcome = FederatedOutcome(cross=cross, names=names, addresses=addresses, failures=got.failures,
-                                   winner_label=label, peer_timeout_s=self.settings.peer_timeout,
-                                   peers_latency_s=peers_latency)
+                                   winner_label=label, peer_timeout_s=settings.peer_timeout,
+                                   peers_latency_s=peers_latency, asked=got.asked, cancelled=got.cancelled,
+                                   limits=limits, local_cancelled=local_cancelled,
+                                   peer_replies=len(got.replies))
         gathered = fanout.Gathered(asked=len(self.state.supervisor.instances))
         return Round(gathered, None, _peer_answer(cross.winner, label), None, cross.confidence, strategy,
                      federated=outcome)

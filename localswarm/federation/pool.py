@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from localswarm.federation.auth import FederationAuth
@@ -33,6 +33,8 @@ class VoteGather:
         self.replies: list[VoteReply] = []
         self.failures: dict[str, str] = {}
         self.keys: dict[str, str] = {}  # node id of each reply -> table key it was asked under
+        self.asked: list[str] = []  # table keys asked
+        self.cancelled: list[str] = []  # asked, then no longer needed (the caller stopped the gather)
 
     def __repr__(self) -> str:
         return f"VoteGather(replies={[r.node_id for r in self.replies]}, failures={self.failures})"
@@ -120,47 +122,90 @@ class PeerPool:
         due = list(self.available().items())
         await asyncio.gather(*(self._probe_one(k, c) for k, c in due))
 
-    async def gather_votes(self, request: VoteRequest, *, timeout_s: float) -> VoteGather:
-        """Ask every available peer to vote, in parallel; whatever is back by ``timeout_s`` counts."""
+    def choose(self, limit: int | None) -> tuple[list[str], list[str]]:
+        """``(asked, skipped)``: the available peers to ask, at most ``limit`` of them.
+
+        The rule (docs/federation.md "Peer limits"): lowest measured latency first (the
+        health probes' moving average), peers not measured yet after them, then by key.
+        """
+        ranked = sorted(self.available().items(),
+                        key=lambda kv: (kv[1].health.latency_s is None, kv[1].health.latency_s or 0.0, kv[0]))
+        keys = [k for k, _ in ranked]
+        if limit is None:
+            return keys, []
+        return keys[:limit], keys[limit:]
+
+    async def gather_votes(
+        self,
+        request: VoteRequest,
+        *,
+        timeout_s: float,
+        keys: Collection[str] | None = None,
+        on_reply: Callable[[VoteReply], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> VoteGather:
+        """Ask every available peer (or those of ``keys``) to vote, in parallel; whatever is
+        back by ``timeout_s`` counts.
+
+        ``on_reply`` sees each reply as it arrives; once ``stop`` is set the peers still
+        working are cancelled (listed in ``cancelled``, not counted as failures).
+        """
         result = VoteGather()
         clients = self._clients.items()
-        for key, client in clients:
+        for key, client in clients:  # every peer that is down is said, asked or not
             if not client.available:
                 result.failures[key] = f"down: {client.health.last_error}"
-        targets = {key: c for key, c in clients if c.available}
+        targets = {key: c for key, c in clients if c.available and (keys is None or key in keys)}
+        result.asked = list(targets)
         if not targets:
             return result
         tasks = {asyncio.create_task(c.vote(request, timeout_s=timeout_s)): key for key, c in targets.items()}
         failures_before = {key: c.health.consecutive_failures for key, c in targets.items()}
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         pending: set[asyncio.Task[VoteReply]] = set(tasks)
-        while pending:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            _, pending = await asyncio.wait(pending, timeout=min(left, self.vote_check_s))
-            # A peer that the health probes marked down while we wait (its host vanished, its
-            # connection hangs) is given up at once instead of holding the answer until the timeout.
-            for task in list(pending):
-                key = tasks[task]
-                client = targets[key]
-                if client.state is PeerState.DOWN and client.health.consecutive_failures > failures_before[key]:
-                    task.cancel()
-                    pending.discard(task)
-                    result.failures[key] = f"marked down during the vote: {client.health.last_error}"
-        done = {t for t in tasks if t.done() and not t.cancelled()}
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        try:
+            while pending and not (stop is not None and stop.is_set()):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                waiting: set[asyncio.Future[Any]] = set(pending) | ({stopper} if stopper is not None else set())
+                done, _ = await asyncio.wait(waiting, timeout=min(left, self.vote_check_s),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task in pending:
+                        pending.discard(task)
+                        if on_reply is not None and not task.cancelled() and task.exception() is None:
+                            on_reply(task.result())
+                # A peer that the health probes marked down while we wait (its host vanished, its
+                # connection hangs) is given up at once instead of holding the answer until the timeout.
+                for task in list(pending):
+                    key = tasks[task]
+                    client = targets[key]
+                    if client.state is PeerState.DOWN and client.health.consecutive_failures > failures_before[key]:
+                        task.cancel()
+                        pending.discard(task)
+                        result.failures[key] = f"marked down during the vote: {client.health.last_error}"
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+        stopped = stop is not None and stop.is_set()
         for task in pending:
             task.cancel()
-            result.failures[tasks[task]] = f"timed out after {timeout_s:.1f} s"
-            targets[tasks[task]].record_failure(f"vote timed out after {timeout_s:.1f} s")
-        for task in done:
-            if task in pending:
+            if stopped:
+                result.cancelled.append(tasks[task])
+            else:
+                result.failures[tasks[task]] = f"timed out after {timeout_s:.1f} s"
+                targets[tasks[task]].record_failure(f"vote timed out after {timeout_s:.1f} s")
+        for task in tasks:
+            if task in pending or not task.done() or task.cancelled():
                 continue
             exc = task.exception()
             if exc is None:
                 result.replies.append(task.result())
                 result.keys[task.result().node_id] = tasks[task]
-            else:
+            elif tasks[task] not in result.failures:
                 result.failures[tasks[task]] = str(exc)
         cancelled = [t for t in tasks if t.cancelled() or not t.done()]
         if cancelled:

@@ -100,6 +100,8 @@ class Round:
         checked = self.result.exec_summary() if self.result is not None else None
         if checked is not None:  # the answers were run on the request's examples
             headers["x-localswarm-exec"] = checked
+        if self.federated is not None:  # strategy, peers answered/asked, local-only or latency notes
+            headers.update(self.federated.headers())
         return headers
 
 

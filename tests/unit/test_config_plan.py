@@ -39,11 +39,11 @@ def test_the_plans_file_is_accepted_as_written_and_every_key_lands() -> None:
     assert settings.preferred_models == ["qwen2.5-coder", "deepseek-coder", "codellama"]
     assert (settings.gpu_memory_fraction, settings.ram_fraction) == (1.0, 0.5)
     assert settings.federate is True and settings.udp_port == 8765 and settings.advertise_interval == 30.0
+    assert settings.max_peers == 10 and sources["max_peers"] == "file"  # honoured: at most 10 peers asked
     assert set(sources.values()) == {"file"} and "federate" in sources
-    # The two plan keys with no effect yet are said, with what to do, never dropped silently.
-    assert len(notices) == 2
+    # The one plan key with no effect is said, with what to do, never dropped silently.
+    assert len(notices) == 1
     assert "network.federation_port" in notices[0] and "server.port" in notices[0]
-    assert "network.max_peers" in notices[1] and "not yet supported" in notices[1] and "issue 14" in notices[1]
 
 
 def test_every_key_of_the_plans_file_is_mapped_or_refused() -> None:
@@ -68,9 +68,11 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize(("text", "words"), [
     ("network:\n  mode: distributed\n", ["network.mode", "not yet supported", "issue 14"]),
-    ("network:\n  strategy: weighted\n", ["network.strategy", "not yet supported", "issue 14"]),
-    ("swarm:\n  consensus_strategy: best_of_n\n", ["best_of_n", "not yet supported", "issue 14"]),
-    ("strategy: latency\n", ["latency", "not yet supported"]),
+    ("network:\n  strategy: majority\n", ["federation_strategy must be one of", "weighted", "latency"]),
+    ("swarm:\n  consensus_strategy: best_of_n\n", ["best_of_n", "cross-swarm", "network.strategy"]),
+    ("strategy: latency\n", ["latency", "set federation_strategy"]),
+    ("network:\n  min_peers: 3\n  max_peers: 2\n", ["min_peers (3) is above max_peers (2)"]),
+    ("network:\n  max_peers: 0\n", ["max_peers 1-64"]),
     ("mode: independent\n", ["'mode'", "not yet supported"]),
     ("consensus_strategy: quality\n", ["use strategy"]),
     ("timeout: 60\n", ["use instance_timeout"]),
@@ -88,6 +90,16 @@ def test_refused_keys_name_their_replacement(tmp_path: Path, text: str, words: l
     for word in words:
         assert word in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_federation_strategy_and_peer_limits_in_both_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nested = load_settings(path=_file(tmp_path, "network:\n  strategy: latency\n  min_peers: 2\n  max_peers: 3\n"))
+    assert (nested.federation_strategy, nested.min_peers, nested.max_peers) == ("latency", 2, 3)
+    flat = load_settings(path=_file(tmp_path, "federation_strategy: best_of_n\nmin_peers: 1\n"))
+    assert (flat.federation_strategy, flat.min_peers, flat.max_peers) == ("best_of_n", 1, None)
+    monkeypatch.setenv("LOCALSWARM_FEDERATION_STRATEGY", "weighted")
+    assert load_settings(path=_file(tmp_path, "federation_strategy: latency\n")).federation_strategy == "weighted"
+    assert Settings().federation_strategy == "weighted" and Settings().min_peers == 0
 
 
 def test_flat_keys_and_sections_holding_any_field(tmp_path: Path) -> None:
@@ -141,7 +153,8 @@ def test_config_flag_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["file"] == str(PLAN_FILE) and data["settings"]["udp_port"]["source"] == "file"
-    assert any("max_peers" in n for n in data["notices"])
+    assert data["settings"]["max_peers"]["source"] == "file"
+    assert any("federation_port" in n for n in data["notices"]) and not any("peers" in n for n in data["notices"])
 
 
 # -- the plan keys the planner honours (simulated hardware) ----------------------------------

@@ -78,8 +78,8 @@ def test_agreement_is_the_local_votes() -> None:
     a, b = Candidate("a", GOOD), Candidate("b", renamed)
     assert answer_similarity(a, b) == text_similarity(GOOD, renamed) >= DEFAULT_THRESHOLD
     assert answer_similarity(Candidate("a", GOOD), Candidate("c", BAD)) < DEFAULT_THRESHOLD
-    result = cross_vote(vote("local", BAD, 3), [vote("p1", GOOD, 2), vote("p2", renamed, 2)])
-    assert result.support == 4 and sorted(result.agreeing_nodes) == ["p1", "p2"]
+    result = cross_vote(vote("local", BAD, 3), [vote("p1", GOOD, 3), vote("p2", renamed, 3)])
+    assert result.support == 6 and sorted(result.agreeing_nodes) == ["p1", "p2"]
 
 
 def test_tool_calls_agree_in_canonical_form() -> None:
