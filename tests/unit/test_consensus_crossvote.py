@@ -96,3 +96,47 @@ def test_tool_calls_agree_in_canonical_form() -> None:
     assert answer_similarity(a.candidate(), c.candidate()) == 0.0
     assert answer_similarity(a.candidate(), Candidate("t", "ls")) == 0.0
     assert sorted(cross_vote(a, [b, c]).agreeing_nodes) == ["a", "b"]
+
+
+# -- federation strategies ---------------------------------------------------------------
+
+TRUNCATED = "```python\ndef add(a, b):\n    return (a +\n```"  # does not parse: the quality score ranks it low
+
+
+def test_weighted_weighs_support_by_confidence() -> None:
+    """3 of 3 tightly agreeing outweighs 2+2 from two split swarms (3×1.0 > 2×0.4 + 2×0.4)."""
+    result = cross_vote(vote("local", BAD, 3, n=3), [vote("p1", GOOD, 2), vote("p2", GOOD2, 2)], strategy="weighted")
+    assert result.winner.node_id == "local" and result.strategy == "weighted"
+    assert result.support == 3 and result.total_n == 13
+    # With confident peers the pooled group wins again: 2×1.0 + 2×1.0 > 3×0.6.
+    result = cross_vote(vote("local", BAD, 3), [vote("p1", GOOD, 2, n=2), vote("p2", GOOD2, 2, n=2)])
+    assert sorted(result.agreeing_nodes) == ["p1", "p2"] and result.support == 4
+    assert result.to_metadata()["nodes"][0]["weight"] == 2.0
+
+
+def test_best_of_n_takes_the_best_single_answer_by_quality() -> None:
+    """Two swarms agree on an answer that does not parse; the lone parsing answer wins."""
+    result = cross_vote(vote("local", TRUNCATED, 4), [vote("p1", TRUNCATED + " ", 4), vote("p2", GOOD, 1)],
+                        strategy="best_of_n")
+    assert result.winner.node_id == "p2" and result.strategy == "best_of_n"
+    weighted = cross_vote(vote("local", TRUNCATED, 4), [vote("p1", TRUNCATED + " ", 4), vote("p2", GOOD, 1)])
+    assert weighted.winner.node_id in ("local", "p1")  # the same votes, weighted: the majority
+
+
+def test_latency_takes_the_first_vote_over_the_floor() -> None:
+    local, p1, p2 = vote("local", GOOD, 3), vote("p1", BAD, 1, conf=0.2), vote("p2", GOOD2, 4, conf=0.8)
+    result = cross_vote(local, [p1, p2], strategy="latency", floor=0.5, arrival=["p1", "p2", "local"])
+    assert result.winner.node_id == "p2" and result.fallback is None  # p1 came first but is under the floor
+    result = cross_vote(local, [p1, p2], strategy="latency", floor=0.5, arrival=["local", "p2"])
+    assert result.winner.node_id == "local"
+    # Nothing clears the floor: weighted over what arrived, and said.
+    low = cross_vote(vote("local", GOOD, 1, conf=0.2), [p1], strategy="latency", floor=0.9, arrival=["p1", "local"])
+    assert low.fallback and "0.9" in low.fallback and low.winner.node_id == "local"
+    assert low.to_metadata()["fallback"] == low.fallback
+
+
+def test_unknown_federation_strategy_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="weighted, best_of_n, latency"):
+        cross_vote(vote("local", GOOD, 1), [], strategy="majority")
