@@ -67,6 +67,7 @@ class PeerPool:
             )
         )
         self._clients: dict[str, PeerClient] = {}
+        self.vote_latency: dict[str, float] = {}  # table key -> moving average of its votes' round trips (s)
         self._closing: set[asyncio.Task[None]] = set()
         self._probe_task: asyncio.Task[None] | None = None
         for peer in table:
@@ -125,15 +126,24 @@ class PeerPool:
     def choose(self, limit: int | None) -> tuple[list[str], list[str]]:
         """``(asked, skipped)``: the available peers to ask, at most ``limit`` of them.
 
-        The rule (docs/federation.md "Peer limits"): lowest measured latency first (the
-        health probes' moving average), peers not measured yet after them, then by key.
+        The rule (docs/federation.md "Peer limits"): peers whose votes were never timed come
+        first (each is measured once), then the lowest measured vote latency (a moving
+        average of the round trips of their votes, a timeout counting as the whole timeout),
+        then the health probes' latency, then the key.
         """
-        ranked = sorted(self.available().items(),
-                        key=lambda kv: (kv[1].health.latency_s is None, kv[1].health.latency_s or 0.0, kv[0]))
-        keys = [k for k, _ in ranked]
+        def rank(item: tuple[str, PeerClient]) -> tuple[bool, float, float, str]:
+            key, client = item
+            voted = self.vote_latency.get(key)
+            return (voted is not None, voted or 0.0, client.health.latency_s or 0.0, key)
+
+        keys = [k for k, _ in sorted(self.available().items(), key=rank)]
         if limit is None:
             return keys, []
         return keys[:limit], keys[limit:]
+
+    def _timed(self, key: str, seconds: float) -> None:
+        old = self.vote_latency.get(key)
+        self.vote_latency[key] = seconds if old is None else 0.7 * old + 0.3 * seconds
 
     async def gather_votes(
         self,
@@ -162,7 +172,8 @@ class PeerPool:
         tasks = {asyncio.create_task(c.vote(request, timeout_s=timeout_s)): key for key, c in targets.items()}
         failures_before = {key: c.health.consecutive_failures for key, c in targets.items()}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        began = loop.time()
+        deadline = began + timeout_s
         pending: set[asyncio.Task[VoteReply]] = set(tasks)
         stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
@@ -176,6 +187,8 @@ class PeerPool:
                 for task in done:
                     if task in pending:
                         pending.discard(task)
+                        if not task.cancelled():  # an error counts as slow as the timeout
+                            self._timed(tasks[task], loop.time() - began if task.exception() is None else timeout_s)
                         if on_reply is not None and not task.cancelled() and task.exception() is None:
                             on_reply(task.result())
                 # A peer that the health probes marked down while we wait (its host vanished, its
@@ -197,6 +210,7 @@ class PeerPool:
                 result.cancelled.append(tasks[task])
             else:
                 result.failures[tasks[task]] = f"timed out after {timeout_s:.1f} s"
+                self._timed(tasks[task], timeout_s)
                 targets[tasks[task]].record_failure(f"vote timed out after {timeout_s:.1f} s")
         for task in tasks:
             if task in pending or not task.done() or task.cancelled():
@@ -236,6 +250,7 @@ class PeerPool:
         if event == "removed" or not peer.compatible:
             if old is not None:
                 del self._clients[peer.key]
+                self.vote_latency.pop(peer.key, None)
                 self._close_later(old)
             return
         if old is not None and old.base_url == peer.url:

@@ -1,7 +1,8 @@
 """The seed plan's own config.yaml starts a swarm (with the FAKE llama-server).
 
 `localswarm --config tests/fixtures/seed-plan-config.yaml up`, the file unchanged: the swarm
-comes up on its settings, the two plan keys that have no effect yet are said at start, and
+comes up on its settings (`network.max_peers: 10` is honoured now, issue 14), the one plan key
+with no effect (`network.federation_port`: federation shares the gateway's port) is said, and
 `network.enabled: true` with `auth_token: null` leaves federation off, said loudly, while the
 local swarm serves. Offline first run (HF_HUB_OFFLINE=1, nothing cached): the planner's model
 cannot be had, so it falls back to the embedded model, as a user's first offline run would.
@@ -55,8 +56,8 @@ def test_plans_config_yaml_starts_a_swarm_fake_llama_server(tmp_path: Path) -> N
         assert 2 <= len(status["instances"]) <= 8  # min_instances 2 .. max_instances 8
         assert status.get("federation") is None  # no secret: federation stays off...
         assert "federation is OFF" in text and "LOCALSWARM_FEDERATION_SECRET" in text  # ...said loudly
-        assert "network.max_peers" in text and "not yet supported" in text
-        assert "network.federation_port" in text
+        assert "network.federation_port" in text and "is refused" in text  # the only refusal left...
+        assert "max_peers" not in text and "not yet supported" not in text  # ...max_peers is honoured
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
                            json={"model": "any", "messages": [{"role": "user", "content": "hi"}]})
         assert reply.status_code == 200, reply.text

@@ -142,3 +142,33 @@ async def test_pool_gathers_votes_with_timeout_and_failures() -> None:
 
         table.remove("n2", "mdns")
         assert set(pool.clients()) == {"n3", "n4"}
+
+
+async def test_max_peers_choice_and_early_stop() -> None:
+    """``choose``: peers never timed first, then the fastest votes; ``stop`` cancels the rest
+    without counting them as failures (the ``latency`` strategy)."""
+    delays = {"10.0.0.2": 0.05, "10.0.0.3": 0.4}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(delays.get(request.url.host, 0.0))
+        return httpx.Response(200, json=reply(node=f"n{request.url.host[-1]}"))
+
+    table = PeerTable(self_node_id="me")
+    for i in (2, 3):
+        table.upsert(Peer(node_id=f"n{i}", host=f"10.0.0.{i}", port=8080), "mdns")
+    async with PeerPool(table, probe_interval_s=0, transport=httpx.MockTransport(handler)) as pool:
+        assert pool.choose(None) == (["n2", "n3"], [])
+        first, skipped = pool.choose(1)
+        got = await pool.gather_votes(REQUEST, timeout_s=2, keys=first)
+        assert got.asked == first and [r.node_id for r in got.replies] == first and len(skipped) == 1
+        second, _ = pool.choose(1)
+        assert second == skipped  # the peer never timed is measured next
+        await pool.gather_votes(REQUEST, timeout_s=2, keys=second)
+        assert pool.choose(1) == (["n2"], ["n3"])  # both timed: the fastest is asked
+
+        stop = asyncio.Event()
+        seen: list[str] = []
+        got = await pool.gather_votes(REQUEST, timeout_s=2, stop=stop,
+                                      on_reply=lambda r: (seen.append(r.node_id), stop.set()))
+        assert seen == ["n2"] and got.cancelled == ["n3"] and not got.failures
+        assert pool.clients()["n3"].health.consecutive_failures == 0
