@@ -9,7 +9,9 @@ carrying the plan's placement, and this module alone turns it into processes:
   (never llama-server's own ``auto``, which would offload what we budgeted for RAM);
 - pinning: ``--split-mode none --main-gpu N`` for an instance placed on ``gpuN``;
 - threads: the cores divided among instances (``-t``/``-tb``);
-- slots and context: ``-np parallel``, ``-c ctx_size × parallel``.
+- slots and context: ``-np parallel``, ``-c ctx_size × parallel``, the context per slot capped
+  at what the model was trained for (its GGUF header's ``<arch>.context_length``,
+  :func:`slot_context`): llama-server would only warn and clamp it.
 
 ``docs/launch.md`` shows the resulting argv on the reference machines, and
 ``tests/process/test_launch_contract.py`` holds every route to it.
@@ -17,6 +19,7 @@ carrying the plan's placement, and this module alone turns it into processes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from localswarm.backends.base import Backend
@@ -28,6 +31,36 @@ if TYPE_CHECKING:
     from localswarm.provision import ResolvedModel
 
 
+def slot_context(settings: Settings, model: ResolvedModel) -> tuple[int, str | None]:
+    """The context per slot for ``model``: ``settings.ctx_size``, at most the model's trained
+    context (GGUF ``<arch>.context_length``); and a one-line notice when it was capped.
+
+    An unreadable header (or an MLX model) leaves ``ctx_size`` as set.
+    """
+    from localswarm.models.gguf_meta import GGUFFormatError, read_gguf_meta
+
+    if model.backend == "mlx":
+        return settings.ctx_size, None
+    try:
+        trained = read_gguf_meta(model.path).context_length
+    except GGUFFormatError:
+        return settings.ctx_size, None
+    if trained <= 0 or settings.ctx_size <= trained:
+        return settings.ctx_size, None
+    return trained, (f"ctx_size {settings.ctx_size} is more than {model.model_id} was trained for: "
+                     f"each slot gets its {trained} tokens (GGUF context_length)")
+
+
+def fit_context(settings: Settings, model: ResolvedModel, say: Callable[[str], None] | None = None) -> Settings:
+    """``settings`` with the context per slot :func:`slot_context` allows; ``say`` hears the notice."""
+    ctx, notice = slot_context(settings, model)
+    if notice is None:
+        return settings
+    if say is not None:
+        say(notice)
+    return settings.replace(ctx_size=ctx)
+
+
 def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
     """The server every instance of ``model`` runs, with the plan's offload."""
     if model.backend == "mlx":
@@ -36,7 +69,7 @@ def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
         binary=find_llama_server(settings.llama_server, allow_download=True),
         model_path=model.path,
         model_id=model.model_id,
-        ctx_size=settings.ctx_size,
+        ctx_size=slot_context(settings, model)[0],
         parallel=settings.parallel,
         gpu_layers=model.gpu_layers,
         extra_args=tuple(settings.extra_args),

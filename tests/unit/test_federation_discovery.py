@@ -133,6 +133,10 @@ async def test_static_peers_are_listed() -> None:
     async with Discovery(port=8080, node_id="a" * 32, mdns=False, static_peers=["10.0.0.7:9000"]) as disco:
         (peer,) = disco.table.snapshot()
     assert peer.key == "static:10.0.0.7:9000" and peer.sources == frozenset({"static"})
+    # `--peer box` (no port): the gateway's default port 8000, even on a node serving elsewhere.
+    async with Discovery(port=8080, node_id="a" * 32, mdns=False, static_peers=["10.0.0.8"]) as disco:
+        (peer,) = disco.table.snapshot()
+    assert (peer.host, peer.port) == ("10.0.0.8", 8000) and peer.url == "http://10.0.0.8:8000"
 
 
 def udp_port() -> int:
