@@ -172,12 +172,11 @@ class Settings(SupervisorTiming):
     udp_port: int = 5354
     advertise_interval: float = 2.0  # seconds between UDP announcements (mDNS re-announces by itself)
     peer_probe_interval: float = 5.0  # health probe of each peer (never generates text)
-    # How the swarms' answers are pooled (docs/federation.md "Strategies"): weighted (support ×
-    # confidence), best_of_n (best answer by the quality score), latency (first confident answer).
-    federation_strategy: str = "weighted"
-    federation_min_confidence: float = FEDERATION_FLOOR  # the floor a vote must clear for `latency` to take it
+    # How the swarms' answers are pooled and how many peers are asked (docs/federation.md).
+    federation_strategy: str = "weighted"  # weighted (support × confidence), best_of_n (quality score), latency
+    federation_min_confidence: float = FEDERATION_FLOOR  # latency: the confidence a vote must clear to be taken
     min_peers: int = 0  # peer votes a federated answer needs (waited for up to peer_timeout); fewer: local answer
-    max_peers: int | None = None  # ask at most this many peers, lowest measured latency first (None: all)
+    max_peers: int | None = None  # ask at most this many peers: never timed first, then the fastest (None: all)
 
     # Limits.
     max_body_bytes: int = 8 * 1024 * 1024
