@@ -377,6 +377,8 @@ class Instance:
             "pid": self.pid,
             "threads": self.threads,
             "memory_rss": memory,
+            "device": self.device,
+            "uptime_s": round(time.monotonic() - self.started_at, 1) if self.pid else None,
             "last_error": self.last_error,
             "log": str(self.log_path),
             **self.stats.as_dict(),

@@ -130,14 +130,16 @@ class GuardPolicy:
 
 
 def private_bytes(pid: int | None) -> int | None:
-    """What a process holds that no other process shares (RSS − shared pages), or None."""
+    """What an instance holds that no other process shares: RSS − shared pages (Linux; the
+    whole RSS elsewhere) of ``pid`` and its children (a macOS orphan guard's server), or None."""
     if not pid:
         return None
     try:
         import psutil
 
-        info = psutil.Process(pid).memory_info()
-        return max(0, int(info.rss) - int(getattr(info, "shared", 0)))
+        root = psutil.Process(pid)
+        infos = [p.memory_info() for p in [root, *root.children(recursive=True)]]
+        return sum(max(0, int(i.rss) - int(getattr(i, "shared", 0))) for i in infos)
     except Exception:  # noqa: BLE001 - gone already
         return None
 
