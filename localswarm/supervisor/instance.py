@@ -306,6 +306,8 @@ class Instance:
                 )
             except OSError as exc:
                 return f"cannot execute {spec.argv[0]}: {exc}"
+        if self.guard is not None:
+            self.guard.spawned(self)
         deadline = time.monotonic() + self.timing.start_timeout
         while time.monotonic() < deadline:
             if self.process.returncode is not None:

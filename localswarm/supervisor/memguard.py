@@ -12,6 +12,9 @@ which instance goes when memory runs out, and brings it back when memory returns
   kept: a swarm with none serves nobody.
 - **Return.** A stopped instance starts again once its need fits above the reserve *plus*
   ``resume_margin``, without a break for ``settle`` seconds (hysteresis: no flapping).
+- **Belt and braces.** Each instance spawned gets a higher ``oom_score_adj`` than the one
+  before (from 500): should a spike outrun the checks, the kernel takes the newest
+  instance, never the gateway.
 
 The instance's memory need is the planner's per-instance estimate when the plan carries
 one, else what a running sibling measurably holds privately (RSS − shared), else nothing
@@ -31,11 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localswarm.supervisor import proc
 from localswarm.supervisor.states import State
 
 logger = logging.getLogger(__name__)
 
 MiB = 1024**2
+#: oom_score_adj of the first instance spawned; each later spawn gets one more (newest first).
+OOM_SCORE_BASE = 500
 
 
 def _mib(n: int | None) -> str:
@@ -168,6 +174,7 @@ class MemoryGuard:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._warned_last = False
+        self._spawns = 0
 
     # -- what status, /health and /metrics read -------------------------------------------
     @property
@@ -236,7 +243,7 @@ class MemoryGuard:
                             return
                     else:
                         fit_since = None
-                        if not told:
+                        if not told and not returning:  # a stopped one was logged when stopped
                             told = True
                             why = (f"waiting for memory: needs {_mib(wanted)} above the "
                                    f"{_mib(self.policy.reserve)} reserve, {_mib(snap.free(device))} free on {device}")
@@ -258,6 +265,13 @@ class MemoryGuard:
         self.held.pop(inst.name, None)
         self._shed.discard(inst.name)
         self._pending[inst.name] = need
+
+    def spawned(self, inst: Any) -> None:
+        """Should the kernel's OOM killer act anyway (a spike between two checks), it takes
+        an instance, the newest first, never the gateway: each spawn scores higher."""
+        self._spawns += 1
+        if inst.pid:
+            proc.set_oom_score_adj(inst.pid, OOM_SCORE_BASE + min(self._spawns, 1000 - OOM_SCORE_BASE))
 
     def started(self, inst: Any) -> None:
         """``inst`` is ready (or gave up): its memory now shows in the samples."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from types import SimpleNamespace
 
@@ -257,3 +258,23 @@ def test_settings_refuse_negative_figures(setting):
 
     with pytest.raises(ConfigError, match=setting):
         Settings(**{setting: -1})
+
+
+async def test_the_oom_killer_would_take_the_newest_instance_never_the_gateway(tmp_path):
+    """Belt and braces: a spike faster than the checks meets instances scored for the OOM
+    killer, the newest highest; the gateway's own score is untouched."""
+    mem = Memory(ram=4000 * MiB)
+    sup = guarded(tmp_path, mem, 2)
+    sup.start()
+    try:
+        assert await until(lambda: len(sup.ready_instances()) == 2)
+
+        def score(pid: int) -> int:
+            with open(f"/proc/{pid}/oom_score_adj") as f:
+                return int(f.read())
+
+        old, new = sorted(sup.instances, key=lambda i: i.started_at)
+        assert 500 <= score(old.pid) < score(new.pid) <= 1000
+        assert score(os.getpid()) < 500
+    finally:
+        await sup.stop()
