@@ -282,23 +282,11 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
         from localswarm.ui.status_watch import queue_line
 
         click.echo(queue_line(data["queue"]))
+    from localswarm.ui.status_watch import memory_lines
+
     for line in memory_lines(data):
         click.echo(line)
 
-
-def memory_lines(data: dict[str, Any]) -> list[str]:
-    """The memory guard's view (issue 13): free memory against the reserve, and a degraded swarm."""
-    guard = data.get("memory")
-    if not guard:
-        return []
-    mem = guard.get("memory") or {}
-    mib = (lambda n: "?" if n is None else f"{n / 2**20:.0f} MiB")
-    lines = [f"memory: {mib(mem.get('ram_available'))} free of {mib(mem.get('ram_total'))} "
-             f"({mem.get('ram_source', 'physical')}), reserve {mib(guard.get('reserve'))}"
-             + "".join(f", {dev} {mib(v)} free" for dev, v in (mem.get("vram_free") or {}).items())]
-    if data.get("degraded"):
-        lines.append("DEGRADED: " + "; ".join(f"{name} {why}" for name, why in guard.get("held", {}).items()))
-    return lines
 
 
 def speed_line(data: dict[str, Any]) -> str:

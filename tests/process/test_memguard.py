@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from localswarm.cli import memory_lines
+from localswarm.ui.status_watch import memory_lines
 from localswarm.config import Settings
 from localswarm.gateway.app import create_app
 from localswarm.supervisor.instance import InstanceTiming
@@ -237,7 +237,7 @@ def test_degraded_shows_in_health_status_and_metrics(tmp_path):
         free = status["memory"]["memory"]["ram_available"]
         assert free in (300 * MiB, 300 * MiB + NEED)  # before or after the stopped one's memory returned
         lines = memory_lines(status)
-        assert lines[0] == f"memory: {free // MiB} MiB free of 8192 MiB (cgroup v1 limit), reserve 500 MiB"
+        assert lines[0] == f"memory: {free // MiB} MiB free of 8.00 GiB (cgroup v1 limit), reserve 500 MiB"
         assert lines[1].startswith(f"DEGRADED: {held} stopped by the memory guard")
         text = client.get("/metrics").text
         assert "localswarm_degraded 1.0" in text
