@@ -380,7 +380,7 @@ class Instance:
             "threads": self.threads,
             "memory_rss": memory,
             "device": self.device,
-            "uptime_s": round(time.monotonic() - self.started_at, 1) if self.pid else None,
+            "uptime_s": round(time.monotonic() - self.started_at, 3) if self.pid else None,
             "last_error": self.last_error,
             "log": str(self.log_path),
             **self.stats.as_dict(),
