@@ -307,15 +307,17 @@ class MemoryGuard:
                        and i.name not in self._shed]
             on_device = [i for i in running if device == "ram" or _device(i) == device]
             if len(running) <= 1 or not on_device:
-                if not self._warned_last:
+                if not self._warned_last:  # once per episode of pressure
                     self._warned_last = True
-                    logger.warning("memory guard: %s free on %s, below the %s reserve, but no instance to spare "
-                                   "(the last one keeps running)", _mib(free), device, _mib(self.policy.reserve))
+                    logger.warning("memory guard: %s free on %s (%s), below the %s reserve, but no instance to "
+                                   "spare (the last one keeps running)", _mib(free), device,
+                                   snap.ram_source if device == "ram" else "NVML", _mib(self.policy.reserve))
                 return None
             self._warned_last = False
             victim = max(on_device, key=lambda i: (i.started_at, i.name))
             await self._shed_one(victim, device, free, snap)
             return str(victim.name)
+        self._warned_last = False  # no pressure anywhere
         return None
 
     async def _shed_one(self, inst: Any, device: str, free: int, snap: MemorySnapshot) -> None:
