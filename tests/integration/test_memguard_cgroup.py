@@ -84,7 +84,7 @@ def test_a_hog_in_the_cgroup_stops_the_newest_instance_and_it_returns(real_llama
         cg.set_limit(4096 * MiB)  # a limit from the start: detection reports it
         swarm = subprocess.Popen(cg.wrap([
             sys.executable, "-m", "localswarm", "up", "--model", "embedded", "--instances", "3", "--threads", "3",
-            "--ctx-size", "512", "--parallel", "1", "--port", str(port),
+            "--ctx-size", "4096", "--parallel", "1", "--port", str(port),
             "--memory-reserve-mb", str(RESERVE_MB), "--memory-resume-mb", str(RESUME_MB),
             "--memory-interval", "0.2", "--memory-settle", "2", "--memory-drain-timeout", "2"]),
             env=env, stdout=log, stderr=subprocess.STDOUT)
