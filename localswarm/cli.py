@@ -282,6 +282,11 @@ def status(as_json: bool, watch: bool, interval: float) -> None:
         from localswarm.ui.status_watch import queue_line
 
         click.echo(queue_line(data["queue"]))
+    from localswarm.ui.status_watch import memory_lines
+
+    for line in memory_lines(data):
+        click.echo(line)
+
 
 
 def speed_line(data: dict[str, Any]) -> str:

@@ -187,6 +187,14 @@ class Settings(SupervisorTiming):
     queue_depth: int = 256  # requests that may wait; past it, 429 with Retry-After (0: no bound)
     queue_timeout: float = 300.0  # 429 when the estimated wait exceeds it, or a waiter has waited this long
     min_voters: int = 1  # under load each request asks fewer instances, down to this (instances: fixed fan-out)
+    # Memory guard (issue 13, seed 8.2): the supervisor, not the kernel's OOM killer, decides
+    # which instance goes when memory runs short (RAM as the cgroup allows it, and NVML VRAM).
+    memory_guard: bool = True  # never start an instance that does not fit; stop the newest under pressure
+    memory_reserve_mb: int = 512  # MiB kept free (RAM, and VRAM per GPU): below it the newest instance is stopped
+    memory_resume_mb: int = 256  # MiB free beyond an instance's need and the reserve before a stopped one returns
+    memory_settle: float = 5.0  # seconds memory must stay at that level before a stopped instance returns
+    memory_interval: float = 1.0  # seconds between memory checks
+    memory_drain_timeout: float = 5.0  # seconds in-flight requests get on an instance stopped for memory
 
     # Access (issue 5).
     api_key: str | None = None  # clients must send it (Authorization: Bearer); only from LOCALSWARM_API_KEY
@@ -240,6 +248,10 @@ class Settings(SupervisorTiming):
             raise ConfigError(f"port must be 1-65535, not {self.port}")
         if self.queue_depth < 0 or self.queue_timeout <= 0 or self.min_voters < 1:
             raise ConfigError("queue_depth must be >= 0, queue_timeout > 0 and min_voters >= 1")
+        if self.memory_reserve_mb < 0 or self.memory_resume_mb < 0:
+            raise ConfigError("memory_reserve_mb and memory_resume_mb must be >= 0")
+        if self.memory_interval <= 0 or self.memory_settle < 0 or self.memory_drain_timeout < 0:
+            raise ConfigError("memory_interval must be > 0, memory_settle and memory_drain_timeout >= 0")
         if self.parallel < 1 or self.ctx_size < 128:
             raise ConfigError("parallel must be >= 1 and ctx_size >= 128")
         if self.header_timeout <= 0 or self.body_timeout <= 0 or self.max_header_bytes < 1024:

@@ -211,6 +211,36 @@ class _InstanceCollector(Collector):
                 memory.add_metric([inst.name], rss)
         ready.add_metric([], sum(1 for i in instances if i.state is State.READY))
         yield from (state, restarts, requests, failures, in_flight, tokens, memory, ready)
+        yield from _guard_metrics(getattr(supervisor, "guard", None))
+
+
+def _guard_metrics(guard: Any) -> Iterator[Metric]:
+    """The memory guard's (issue 13): degraded, free memory per device, instances held, sheds."""
+    degraded = GaugeMetricFamily(f"{NAMESPACE}_degraded",
+                                 "1 while the memory guard keeps an instance stopped for lack of memory.")
+    degraded.add_metric([], 1.0 if guard is not None and guard.degraded else 0.0)
+    yield degraded
+    if guard is None:
+        return
+    free = GaugeMetricFamily(f"{NAMESPACE}_memory_available_bytes",
+                             "Free memory the guard saw last: RAM as the cgroup allows it, VRAM per GPU.",
+                             labels=["device"])
+    if guard.last is not None:
+        if guard.last.ram_available is not None:
+            free.add_metric(["ram"], guard.last.ram_available)
+        for index, value in sorted(guard.last.vram_free.items()):
+            free.add_metric([f"gpu{index}"], value)
+    reserve = GaugeMetricFamily(f"{NAMESPACE}_memory_reserve_bytes", "Memory the guard keeps free.")
+    reserve.add_metric([], guard.policy.reserve)
+    held = GaugeMetricFamily(f"{NAMESPACE}_instance_held", "1 for an instance the memory guard keeps stopped.",
+                             labels=["instance"])
+    for inst in guard.instances:
+        held.add_metric([inst.name], 1.0 if inst.name in guard.held else 0.0)
+    sheds = CounterMetricFamily(f"{NAMESPACE}_memory_guard_stops", "Instances stopped under memory pressure.")
+    sheds.add_metric([], guard.sheds)
+    resumes = CounterMetricFamily(f"{NAMESPACE}_memory_guard_resumes", "Stopped instances started again.")
+    resumes.add_metric([], guard.resumes)
+    yield from (free, reserve, held, sheds, resumes)
 
 
 def _rss(pid: int | None) -> int | None:

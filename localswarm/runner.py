@@ -107,6 +107,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     from localswarm.gateway.app import create_app
     from localswarm.gateway.slowclients import server_options
     from localswarm.launch import build_backend, device_args, fit_context
+    from localswarm.supervisor.memguard import GuardPolicy
     from localswarm.supervisor.supervisor import Supervisor
 
     access.check_binding(settings)  # a LAN address needs a key, or --insecure-no-auth
@@ -124,6 +125,10 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         timing=_timing(settings, model),
         threads=settings.threads,
         instance_args=device_args(model.devices) if model.devices else None,
+        devices=model.devices or None,
+        # The memory guard (issue 13): the planner's per-instance figure when there is a plan.
+        memory_guard=GuardPolicy.from_settings(settings) if settings.memory_guard else None,
+        memory_need=getattr(model.plan, "per_instance_memory", None) if model.plan is not None else None,
     )
     app = create_app(settings, supervisor, model_id=model.model_id)
     config = uvicorn.Config(

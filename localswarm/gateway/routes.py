@@ -21,8 +21,13 @@ from localswarm.gateway.state import gateway_state
 
 async def health(request: Request) -> Response:
     state = gateway_state(request)
-    ready = len(state.supervisor.ready_instances())
-    body = {"status": "ok" if ready else "unavailable", "ready": ready, "instances": len(state.supervisor.instances)}
+    sup = state.supervisor
+    ready = len(sup.ready_instances())
+    degraded = sup.degraded  # serving, with instances the memory guard keeps stopped (issue 13)
+    body: dict[str, object] = {"status": ("degraded" if degraded else "ok") if ready else "unavailable",
+                               "ready": ready, "instances": len(sup.instances)}
+    if degraded and sup.guard is not None:
+        body["degraded"] = {"reason": "memory", "held": dict(sup.guard.held)}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

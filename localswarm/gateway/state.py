@@ -92,6 +92,9 @@ class GatewayState:
             "stream_mode": s.stream_mode,
             "strategy": s.strategy,
             "ready": len(self.supervisor.ready_instances()),
+            # The memory guard (issue 13): instances it keeps stopped make the swarm degraded.
+            "degraded": self.supervisor.degraded,
+            "memory": self.supervisor.memory_status(),
             "instances": self.supervisor.status(),
             "votes": {
                 "count": self.votes.votes,

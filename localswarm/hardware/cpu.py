@@ -1,4 +1,4 @@
-"""The host CPU and RAM, through psutil and ``/proc/cpuinfo``."""
+"""The host CPU and RAM, through psutil and ``/proc/cpuinfo`` (RAM capped by a cgroup limit)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 
 from ._run import logger, read_text
+from .cgroup import cgroup_memory
 
 _MODEL_KEYS = ("model name", "Hardware", "Processor", "cpu model")
 
@@ -34,11 +35,27 @@ def detect_cpu(sysfs_root: Path = Path("/")) -> tuple[str | None, int | None, in
     return model, physical, logical, platform.machine().lower() or "unknown"
 
 
-def detect_memory() -> tuple[int, int | None]:
-    """``(total, available)`` RAM in bytes."""
-    try:
-        vm = psutil.virtual_memory()
-        return int(vm.total), int(vm.available)
-    except Exception as exc:
-        logger.debug("hardware: psutil virtual_memory: %s", exc)
-        return 0, None
+def detect_memory(sysfs_root: Path = Path("/"),
+                  physical: tuple[int, int | None] | None = None) -> tuple[int, int | None, str]:
+    """``(total, available, source)`` RAM in bytes, honouring a cgroup memory limit.
+
+    ``physical`` is the machine's ``(total, available)`` (default: psutil). A cgroup limit
+    below the physical total becomes the total, and what the cgroup still allows caps
+    ``available``; ``source`` says which figure won: ``physical`` or ``cgroup v1 limit``
+    / ``cgroup v2 limit``.
+    """
+    if physical is None:
+        try:
+            vm = psutil.virtual_memory()
+            physical = int(vm.total), int(vm.available)
+        except Exception as exc:
+            logger.debug("hardware: psutil virtual_memory: %s", exc)
+            physical = 0, None
+    total, available = physical
+    cg = cgroup_memory(sysfs_root)
+    if cg is None or (total and cg.limit >= total):
+        return total, available, "physical"
+    cg_available = cg.available
+    if cg_available is not None:
+        available = cg_available if available is None else min(available, cg_available)
+    return cg.limit, available, cg.source

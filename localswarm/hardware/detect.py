@@ -55,7 +55,9 @@ def detect(
 
     Every argument exists so tests can replay recorded tool output: ``run`` runs a tool,
     ``sysfs_root`` prefixes ``/sys`` and ``/proc`` paths, ``nvml`` stands for ``pynvml``,
-    ``system``/``machine`` override :mod:`platform`, ``memory`` is ``(total, available)``.
+    ``system``/``machine`` override :mod:`platform`, ``memory`` is the machine's
+    ``(total, available)``. A cgroup memory limit (``{sysfs_root}/proc/self/cgroup``) below
+    the machine's RAM becomes ``ram_total``; ``ram_source`` says which figure it is.
     Never raises: a missing tool or odd output means less information and a debug line.
     """
     env = os.environ if env is None else env
@@ -63,7 +65,7 @@ def detect(
         return simulated_host(env[SIMULATED_HOST_ENV])
     system_name = (system or platform.system()).lower()
     arch = (machine or platform.machine()).lower()
-    total, available = memory if memory is not None else detect_memory()
+    total, available, ram_source = detect_memory(sysfs_root, memory)
     model, physical, logical, _ = detect_cpu(sysfs_root)
     fallback_model = platform.processor() or arch or "unknown"
     cpu = CPUInfo(model=model or fallback_model, arch=arch, physical_cores=physical,
@@ -81,7 +83,7 @@ def detect(
             if apple_gpu is not None:
                 gpus.append(apple_gpu)
             if memsize:
-                total = memsize
+                total, ram_source = memsize, "physical"
         else:
             notes.append("Intel Mac: no Metal offload planned, CPU only")
     elif system_name == "linux" and is_android(env, sysfs_root):
@@ -113,6 +115,7 @@ def detect(
         cpu=cpu,
         ram_total=total,
         ram_available=available,
+        ram_source=ram_source,
         gpus=tuple(gpus),
         mobile=mobile,
         notes=tuple(notes),

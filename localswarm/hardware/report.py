@@ -31,7 +31,8 @@ def hardware_table(profile: HardwareProfile, rules: BudgetRules | None = None) -
     if profile.cpu.performance_cores:
         cores += f", {profile.cpu.performance_cores} performance"
     table.add_row("CPU", f"{profile.cpu.model} ({profile.cpu.arch}), {cores}")
-    table.add_row("RAM", f"{_gib(profile.ram_total)} total, {_gib(profile.ram_available)} available")
+    table.add_row("RAM", f"{_gib(profile.ram_total)} total ({profile.ram_source}), "
+                         f"{_gib(profile.ram_available)} available")
     if not profile.gpus:
         table.add_row("GPU", "none detected (CPU only)")
     for g in profile.gpus:

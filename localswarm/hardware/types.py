@@ -93,6 +93,9 @@ class HardwareProfile:
     mobile: bool = False
     hostname: str = ""
     notes: tuple[str, ...] = field(default=())
+    #: Where ``ram_total`` comes from: ``physical``, or ``cgroup v1 limit`` / ``cgroup v2 limit``
+    #: when a container's (or slice's) memory limit is below the machine's RAM.
+    ram_source: str = "physical"
 
     @property
     def kind(self) -> MachineKind:
@@ -121,6 +124,7 @@ class HardwareProfile:
             "cpu": self.cpu.to_dict(),
             "ram_total": self.ram_total,
             "ram_available": self.ram_available,
+            "ram_source": self.ram_source,
             "gpus": [g.to_dict() for g in self.gpus],
             "notes": list(self.notes),
         }
@@ -135,6 +139,7 @@ class HardwareProfile:
             cpu=CPUInfo(**data["cpu"]),
             ram_total=int(data["ram_total"]),
             ram_available=data.get("ram_available"),
+            ram_source=str(data.get("ram_source") or "physical"),
             gpus=tuple(GPUInfo(**{k: v for k, v in g.items() if k in _GPU_FIELDS}) for g in data.get("gpus", [])),
             mobile=bool(data.get("mobile", False)),
             notes=tuple(data.get("notes", ())),

@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -137,6 +138,10 @@ class Instance:
     client: httpx.AsyncClient
     timing: InstanceTiming = field(default_factory=InstanceTiming)
     extra_args: tuple[str, ...] = ()  # per-instance flags, e.g. the GPU it is pinned to
+    device: str = "ram"  # whose memory it uses: "ram" (CPU) or "gpuN" (the memory guard reads it)
+    # The memory guard (supervisor.memguard.MemoryGuard): every (re)start waits in its
+    # admit() until the instance fits; started() when it is ready or gave up. None: no guard.
+    guard: Any = None
 
     state: State = State.STOPPED
     port: int = 0
@@ -144,6 +149,7 @@ class Instance:
     process: asyncio.subprocess.Process | None = None
     stats: InstanceStats = field(default_factory=InstanceStats)
     last_error: str | None = None
+    started_at: float = 0.0  # monotonic time of the last spawn: the newest goes first under pressure
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _ready_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -205,8 +211,12 @@ class Instance:
         except asyncio.TimeoutError:
             return False
 
-    async def stop(self) -> None:
-        """Drain in-flight requests, SIGTERM, SIGKILL after the grace period, reap."""
+    async def stop(self, *, drain_timeout: float | None = None) -> None:
+        """Drain in-flight requests, SIGTERM, SIGKILL after the grace period, reap.
+
+        The drain lasts at most ``drain_timeout`` seconds (default: the stop grace); the
+        instance leaves READY first, so no new request is routed to it meanwhile.
+        """
         self._stopping = True
         if self._task:
             self._task.cancel()
@@ -218,7 +228,7 @@ class Instance:
             return
         if self.state is not State.STOPPING:
             self.swap_state(tuple(State), State.STOPPING)
-        await asyncio.shield(self._terminate(drain=True))
+        await asyncio.shield(self._terminate(drain=True, drain_timeout=drain_timeout))
         self.swap_state(State.STOPPING, State.STOPPED)
 
     async def _run(self) -> None:
@@ -239,9 +249,15 @@ class Instance:
         failures: list[float] = []
         delay = self.timing.backoff_initial
         while not self._stopping:
+            if self.guard is not None:  # never (re)start what memory cannot hold
+                await self.guard.admit(self)
             self.swap_state((State.STOPPED, State.BACKOFF, State.FATAL), State.STARTING)
-            started = time.monotonic()
-            reason = await self._start_once()
+            started = self.started_at = time.monotonic()
+            try:
+                reason = await self._start_once()
+            finally:
+                if self.guard is not None:
+                    self.guard.started(self)
             if reason is None:
                 self.swap_state(State.STARTING, State.READY)
                 reason = await self._watch()
@@ -290,6 +306,8 @@ class Instance:
                 )
             except OSError as exc:
                 return f"cannot execute {spec.argv[0]}: {exc}"
+        if self.guard is not None:
+            self.guard.spawned(self)
         deadline = time.monotonic() + self.timing.start_timeout
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
@@ -335,12 +353,12 @@ class Instance:
         except httpx.HTTPError:
             return False
 
-    async def _terminate(self, *, drain: bool) -> None:
+    async def _terminate(self, *, drain: bool, drain_timeout: float | None = None) -> None:
         process = self.process
         if process is None or process.returncode is not None:
             return
         if drain:
-            deadline = time.monotonic() + self.timing.stop_grace
+            deadline = time.monotonic() + (self.timing.stop_grace if drain_timeout is None else drain_timeout)
             while self.stats.in_flight > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
         proc.terminate(process.pid)
@@ -361,6 +379,8 @@ class Instance:
             "pid": self.pid,
             "threads": self.threads,
             "memory_rss": memory,
+            "device": self.device,
+            "uptime_s": round(time.monotonic() - self.started_at, 3) if self.pid else None,
             "last_error": self.last_error,
             "log": str(self.log_path),
             **self.stats.as_dict(),

@@ -91,6 +91,19 @@ def memory_rss(pid: int) -> int | None:
         return None
 
 
+def set_oom_score_adj(pid: int, value: int) -> bool:
+    """Make the kernel's OOM killer prefer (higher) or spare (lower) ``pid``; Linux only.
+
+    Raising a process's score needs no privilege. False where it cannot be set.
+    """
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(max(-1000, min(1000, value))))
+        return True
+    except OSError:
+        return False
+
+
 def terminate(pid: int) -> None:
     """Ask a process to stop (SIGTERM; TerminateProcess on Windows)."""
     try:

@@ -109,6 +109,8 @@ def render(status: dict[str, Any] | None, previous: dict[str, Any] | None = None
         line.append(f"  throughput {totals['throughput']:.1f} tokens/s")
     if status.get("queue"):
         line.append("\n" + queue_line(status["queue"]))
+    for text in memory_lines(status):
+        line.append("\n" + text, style="bold red" if text.startswith("DEGRADED") else "")
     votes = status.get("votes") or {}
     if votes:
         line.append(f"\nvotes {votes.get('count', 0)}, early stops {votes.get('early_stops', 0)}, "
@@ -163,3 +165,17 @@ def queue_line(queue: dict[str, Any]) -> str:
             f"{_fmt(queue.get('wait_mean_s'), ' s', 2)}, max {_fmt(queue.get('wait_max_s'), ' s', 2)}; "
             f"refused {int(queue.get('rejected_full') or 0) + int(queue.get('rejected_wait') or 0)}; "
             f"widths {widths}")
+
+
+def memory_lines(data: dict[str, Any]) -> list[str]:
+    """The memory guard's view (issue 13): free memory against the reserve, and a degraded swarm."""
+    guard = data.get("memory")
+    if not guard:
+        return []
+    mem = guard.get("memory") or {}
+    lines = [f"memory: {_mib(mem.get('ram_available'))} free of {_mib(mem.get('ram_total'))} "
+             f"({mem.get('ram_source', 'physical')}), reserve {_mib(guard.get('reserve'))}"
+             + "".join(f", {dev} {_mib(v)} free" for dev, v in (mem.get("vram_free") or {}).items())]
+    if data.get("degraded"):
+        lines.append("DEGRADED: " + "; ".join(f"{name} {why}" for name, why in guard.get("held", {}).items()))
+    return lines

@@ -137,6 +137,13 @@ class FakeSupervisor:
     def status(self) -> list[dict[str, object]]:
         return [i.info() for i in self.instances]
 
+    # No memory guard here (Supervisor's own when built without one).
+    guard = None
+    degraded = False
+
+    def memory_status(self) -> None:
+        return None
+
 
 @contextmanager
 def gateway(replies: list[Reply], tmp: Path, **settings: Any) -> Iterator[tuple[TestClient, FakeInstances, FakeSupervisor]]:
