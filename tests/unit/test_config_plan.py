@@ -67,11 +67,11 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("network:\n  mode: distributed\n", ["network.mode", "not yet supported", "issue 14"]),
+    ("network:\n  mode: pooled\n", ["mode must be one of", "independent", "distributed"]),
     ("network:\n  strategy: weighted\n", ["network.strategy", "not yet supported", "issue 14"]),
     ("swarm:\n  consensus_strategy: best_of_n\n", ["best_of_n", "not yet supported", "issue 14"]),
     ("strategy: latency\n", ["latency", "not yet supported"]),
-    ("mode: independent\n", ["'mode'", "not yet supported"]),
+    ("mode: both\n", ["mode must be one of"]),
     ("consensus_strategy: quality\n", ["use strategy"]),
     ("timeout: 60\n", ["use instance_timeout"]),
     ("cache_dir: /x\n", ["use models_dir"]),
@@ -88,6 +88,12 @@ def test_refused_keys_name_their_replacement(tmp_path: Path, text: str, words: l
     for word in words:
         assert word in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["network:\n  mode: distributed\n", "mode: distributed\n"])
+def test_mode_distributed_is_accepted_nested_and_flat(tmp_path: Path, text: str) -> None:
+    assert load_settings(path=_file(tmp_path, text)).mode == "distributed"
+    assert Settings().mode == "independent"  # Mode 2 is off by default
 
 
 def test_flat_keys_and_sections_holding_any_field(tmp_path: Path) -> None:
