@@ -59,7 +59,7 @@ $(VENV)/.llama-server: | $(VENV)/.deps
 			fi;; \
 		esac; \
 	fi
-	$(PY) -m localswarm detect | grep -A2 "^llama-server:"
+	$(PY) -m localswarm detect | grep -A3 "^llama-server:"
 	touch $@
 
 # Tools some tests drive for real (network namespaces, unit verification). Best effort:

@@ -168,6 +168,9 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
         for notice in notices:
             click.echo(f"WARNING: {notice}", err=True)
         settings = _federation_without_secret(settings, sources)
+        if settings.offer_memory and not settings.federate:
+            click.echo("WARNING: --offer-memory lends memory only with federation on (--federate and the "
+                       "federation secret): this swarm lends none", err=True)
         _export_models_dir(settings)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
         if not download_only:

@@ -37,7 +37,8 @@ from localswarm.federation.errors import AuthError, ProtocolError, SecretError
 from localswarm.federation.protocol import PROTOCOL_VERSION
 from localswarm.federation.relay import AllowList, Relay
 
-__all__ = ["RPC_PATH", "RpcOffer", "RpcServerBackend", "RpcWorker", "offered_memory", "run_worker"]
+__all__ = ["RPC_PATH", "RpcOffer", "RpcServerBackend", "RpcWorker", "offered_memory", "run_worker",
+           "worker_from_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,23 +202,19 @@ def _refuse_wildcard(host: str) -> None:
                           "LAN address (its relay accepts only peers that passed the signed handshake)")
 
 
-def run_worker(settings: Any) -> int:
-    """``localswarm worker --rpc``: the worker in the foreground until SIGINT/SIGTERM."""
-    import uvicorn
-    from starlette.applications import Starlette
-
+def worker_from_settings(settings: Any, *, secret: bytes | None, node_id: str, name: str,
+                         in_use: int = 0) -> RpcWorker:
+    """The worker ``settings`` describe: this build's rpc-server, ``settings.host``, the memory
+    this machine lends (its budget, capped by free RAM, less ``in_use`` bytes its own swarm
+    takes when it also serves one: ``up --federate --offer-memory``)."""
     from localswarm import paths
     from localswarm.backends import binary as binaries
     from localswarm.backends.llama_server import find_llama_server
-    from localswarm.federation.advert import default_hostname, instance_name, load_node_id
-    from localswarm.federation.auth import load_secret
-    from localswarm.federation.discovery import Discovery
     from localswarm.gateway.app import timing_from
     from localswarm.hardware import detect
     from localswarm.provision import PlanPolicy
     from localswarm.supervisor.supervisor import available_cores
 
-    secret = load_secret(settings.federation_secret_file)
     if secret is None:
         raise SecretError("a Mode 2 worker needs the federation secret: set LOCALSWARM_FEDERATION_SECRET (or a 0600 "
                           "file named by federation_secret_file), the same on the coordinator")
@@ -226,14 +223,27 @@ def run_worker(settings: Any) -> int:
     rpc_binary = binaries.rpc_server_for(server_binary)
     if rpc_binary is None:
         raise BackendNotFound(f"no rpc-server beside {server_binary}: this llama.cpp was built without -DGGML_RPC=ON "
-                          "(`make install` builds it with RPC; or use a llama.cpp release archive)")
-    profile = detect()
-    memory, backend = offered_memory(profile, PlanPolicy.from_settings(settings).rules())
+                              "(`make install` builds it with RPC; or use a llama.cpp release archive)")
+    memory, backend = offered_memory(detect(), PlanPolicy.from_settings(settings).rules())
+    return RpcWorker(binary=rpc_binary, host=settings.host, relay_port=settings.rpc_port, secret=secret,
+                     threads=settings.threads or available_cores(), memory=max(0, memory - in_use), backend=backend,
+                     log_dir=paths.state_dir() / "logs", node_id=node_id, name=name, timing=timing_from(settings))
+
+
+def run_worker(settings: Any) -> int:
+    """``localswarm worker --rpc``: the worker in the foreground until SIGINT/SIGTERM."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from localswarm.federation.advert import default_hostname, instance_name, load_node_id
+    from localswarm.federation.auth import load_secret
+    from localswarm.federation.discovery import Discovery
+
     node_id, hostname = load_node_id(), default_hostname()
-    worker = RpcWorker(binary=rpc_binary, host=settings.host, relay_port=settings.rpc_port, secret=secret,
-                       threads=settings.threads or available_cores(), memory=memory, backend=backend,
-                       log_dir=paths.state_dir() / "logs", node_id=node_id,
-                       name=instance_name(hostname, settings.port), timing=timing_from(settings))
+    worker = worker_from_settings(settings, secret=load_secret(settings.federation_secret_file), node_id=node_id,
+                                  name=instance_name(hostname, settings.port))
+    memory, backend = worker.memory, worker.backend_name
+    rpc_binary = worker.instance.backend.binary  # type: ignore[attr-defined]
     loopback = settings.host in ("127.0.0.1", "localhost", "::1")
 
     @contextlib.asynccontextmanager

@@ -263,3 +263,62 @@ def start_pool(settings: Any, model: Any = None, *, say: Any = None) -> tuple[Po
                         own_memory=own_budget.total, n_layers=n_layers, own_gpus=own_gpus)
     say(f"Mode 2: llama-server {' '.join(keeper.args()) or '(no workers)'}")
     return keeper, model
+
+
+SEED_LAN_BEGIN = "<!-- seed-lan:begin -->"
+SEED_LAN_END = "<!-- seed-lan:end -->"
+
+
+def seed_lan_table() -> str:
+    """The seed plan's example LAN (RTX 4060 Ti PC, M1 Mac mini, M4 MacBook) in both modes,
+    computed by the planner: Mode 1 plans each machine alone; Mode 2 plans one llama-server
+    on the PC over its budget plus what the Macs offer (:func:`offered_memory`)."""
+    from localswarm.federation.rpc import offered_memory
+    from localswarm.hardware.budget import budget
+    from localswarm.hardware.synthetic import _apple, reference_profiles
+    from localswarm.models.planner import plan
+
+    gib = 2**30
+    pc = reference_profiles()["RTX 4060 Ti 16 GB"]
+    macs = {"Mac mini (M1, 8 GB)": _apple("Apple M1", 8, 8, 4), "MacBook (M4, 16 GB)": _apple("Apple M4", 16, 10, 4)}
+    machines = {"PC (RTX 4060 Ti 16 GB, 32 GB RAM)": pc, **macs}
+    none = lambda _ref: None  # noqa: E731 - plan from the registry's sizes, nothing downloaded
+    rows = ["| Machine | Budget | Mode 1 (independent): its own swarm | Mode 2 (distributed): its part |",
+            "|---|---|---|---|"]
+    workers = []
+    for i, (name, profile) in enumerate(macs.items()):
+        memory, backend = offered_memory(profile)
+        workers.append(PooledWorker(host=f"192.168.1.{21 + i}", port=8000,
+                                    offer=RpcOffer("", name, 50052, memory, backend)))
+    pooled = pooled_plan(pc, workers, ctx=4096, parallel=1, locate=none)
+    own = budget(pc).total
+    total = own + sum(w.offer.memory for w in workers)
+    share = {name: w.offer.memory for name, w in zip(macs, workers)}
+    for name, profile in machines.items():
+        alone = plan(profile, ctx=4096, locate=none)
+        b = budget(profile).total
+        mine = share.get(name, own)
+        part = (f"coordinator: llama-server with {pooled.model_id}, {mine / total:.0%} of its weights on the GPU"
+                if name not in share else
+                f"rpc worker ({workers[list(macs).index(name)].offer.backend}): {mine / gib:.1f} GiB offered, "
+                f"{mine / total:.0%} of the weights")
+        rows.append(f"| {name} | {b / gib:.1f} GiB ({budget(profile).rule}) | {alone.model_id} × {alone.instances} "
+                    f"({alone.total_memory / gib:.1f} GiB) | {part} |")
+    args = rpc_args(workers, own_memory=own, n_layers=0, own_gpus=1)  # a GPU coordinator offloads all layers
+    return ("\n".join(rows) + f"\n\nMode 2 pools {total / gib:.1f} GiB and plans **{pooled.model_id}** "
+            f"({pooled.total_memory / gib:.1f} GiB with a 4,096-token context, one slot), which no machine "
+            f"holds alone. The PC starts `llama-server ... {' '.join(args)}` (the `-ts` shares in MiB, RPC "
+            "devices first, the PC's GPU last).\n")
+
+
+if __name__ == "__main__":  # python -m localswarm.federation.rpcpool --seed-lan [--write docs/federation.md]
+    import sys
+    from pathlib import Path
+
+    from localswarm.models.planner import replace_section
+
+    table = seed_lan_table()
+    if sys.argv[1:3] and sys.argv[1:2] == ["--write"]:
+        target = Path(sys.argv[2])
+        target.write_text(replace_section(target.read_text(), SEED_LAN_BEGIN, SEED_LAN_END, table))
+    sys.stdout.write(table)

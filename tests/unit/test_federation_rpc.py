@@ -176,3 +176,18 @@ async def test_keeper_drops_a_worker_that_stops_answering_and_renews_the_others(
         assert await keeper.check(http) == ["10.0.0.3:50052 gone"]
     assert keeper.args()[:2] == ["--rpc", "10.0.0.2:50052"]
     assert [w.host for w in keeper.dropped] == ["10.0.0.3"]
+
+
+def test_rpc_build_is_recognised_by_the_files_beside_llama_server(tmp_path: Path) -> None:
+    from localswarm.backends.binary import RPC_CMAKE_ARG, build_args, has_rpc, rpc_server_for
+
+    server = tmp_path / "llama-server"
+    server.touch()
+    assert rpc_server_for(server) is None and not has_rpc(server)  # a build without -DGGML_RPC=ON
+    (tmp_path / "rpc-server").touch()  # the name before b9871
+    assert rpc_server_for(server) == tmp_path / "rpc-server"
+    (tmp_path / "ggml-rpc-server").touch()  # the current name wins
+    (tmp_path / "libggml-rpc.so.0").touch()
+    assert rpc_server_for(server) == tmp_path / "ggml-rpc-server" and has_rpc(server)
+    cpu = _cpu_host(8 * GiB)
+    assert build_args(cpu, which=lambda t: None, exists=lambda p: False) == RPC_CMAKE_ARG  # RPC by default
