@@ -191,3 +191,32 @@ def test_rpc_build_is_recognised_by_the_files_beside_llama_server(tmp_path: Path
     assert rpc_server_for(server) == tmp_path / "ggml-rpc-server" and has_rpc(server)
     cpu = _cpu_host(8 * GiB)
     assert build_args(cpu, which=lambda t: None, exists=lambda p: False) == RPC_CMAKE_ARG  # RPC by default
+
+
+@pytest.mark.parametrize(("argv", "env", "words"), [
+    (["worker"], {}, ["worker --rpc"]),
+    (["worker", "--rpc", "--host", "192.168.1.5"], {}, ["needs the federation secret"]),
+    (["worker", "--rpc", "--host", "0.0.0.0"], {"LOCALSWARM_FEDERATION_SECRET": SECRET.decode()},
+     ["binds one address", "0.0.0.0"]),
+])
+def test_worker_refuses_to_start_open(argv: list[str], env: dict[str, str], words: list[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from localswarm.cli import main
+
+    monkeypatch.delenv("LOCALSWARM_FEDERATION_SECRET", raising=False)
+    result = CliRunner().invoke(main, argv, env=env)
+    assert result.exit_code == 1
+    for word in words:
+        assert word in result.output
+
+
+def test_pool_needs_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from localswarm.config import Settings
+    from localswarm.federation.errors import SecretError
+    from localswarm.federation.rpcpool import start_pool
+
+    monkeypatch.delenv("LOCALSWARM_FEDERATION_SECRET", raising=False)
+    with pytest.raises(SecretError, match="needs the federation secret"):
+        start_pool(Settings(mode="distributed"))
