@@ -258,6 +258,8 @@ def start_pool(settings: Any, model: Any = None, *, say: Any = None) -> tuple[Po
             model = resolve_model(spec, instances=1, ctx=settings.ctx_size, parallel=settings.parallel,
                                   devices=settings.device, say=say, policy=policy)
     model.instances = 1
+    if workers:
+        model.gpu_layers = None  # the split's -ngl (rpc_args) decides what leaves this machine
     n_layers = read_gguf_meta(model.path).block_count
     keeper = PoolKeeper(workers, secret=secret, node_id=node_id, interval_s=settings.peer_probe_interval,
                         own_memory=own_budget.total, n_layers=n_layers, own_gpus=own_gpus)

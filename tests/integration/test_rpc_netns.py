@@ -168,7 +168,9 @@ def test_one_model_split_over_two_rpc_workers_answers_as_one_machine(four_hosts:
             assert ready["relay"] == f"{w.host.ip}:50052"
 
         # Found by mDNS alone (no --peer), every worker must pass the signed handshake.
-        pooled = _up(coord, tmp_path, "pooled", "--pool", "--pool-wait", "3", "--peer-probe-interval", "1")
+        # -lv 4: llama-server logs where each buffer went (the split).
+        pooled = _up(coord, tmp_path, "pooled", "--pool", "--pool-wait", "3", "--peer-probe-interval", "1",
+                     "--extra-args=-lv", "--extra-args=4")
         procs.append(pooled)
         pooled.wait_for(r"localswarm is up", 90)
         answer = _chat(coord, 8000)
@@ -196,7 +198,7 @@ def test_one_model_split_over_two_rpc_workers_answers_as_one_machine(four_hosts:
         while time.monotonic() < deadline:
             log = _instance_log(coord)
             last = log[log.rindex("starting:"):]
-            if f"--rpc {w0.ip}:50052 " in last and "server is listening" in last:
+            if f"--rpc {w0.ip}:50052 " in last and re.search(r"listening on http|server is listening", last):
                 break
             time.sleep(0.5)
         else:
