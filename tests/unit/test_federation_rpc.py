@@ -22,6 +22,7 @@ from localswarm.supervisor.states import State
 
 SECRET = b"unit-test-secret-0123456789abcdef"
 GiB = 2**30
+_CPU = CPUInfo(model="cpu", arch="x86_64", physical_cores=4, logical_cores=4)
 
 
 def test_allow_list_expires_and_normalises_addresses() -> None:
@@ -132,8 +133,7 @@ def test_split_keeps_a_cpu_coordinators_share_and_gives_gpus_theirs() -> None:
 
 
 def _cpu_host(ram: int) -> HardwareProfile:
-    return HardwareProfile(os="linux", os_release="", cpu=CPUInfo(model="cpu", arch="x86_64", physical_cores=4, logical_cores=4),
-                           ram_total=ram, ram_available=ram)
+    return HardwareProfile(os="linux", os_release="", cpu=_CPU, ram_total=ram, ram_available=ram)
 
 
 def test_pooled_memory_plans_a_model_that_no_single_machine_fits() -> None:
@@ -151,8 +151,7 @@ def test_pooled_memory_plans_a_model_that_no_single_machine_fits() -> None:
 
 
 def test_offered_memory_is_the_budget_capped_by_free_ram() -> None:
-    host = HardwareProfile(os="linux", os_release="", cpu=CPUInfo(model="cpu", arch="x86_64", physical_cores=4, logical_cores=4),
-                           ram_total=16 * GiB, ram_available=5 * GiB)
+    host = HardwareProfile(os="linux", os_release="", cpu=_CPU, ram_total=16 * GiB, ram_available=5 * GiB)
     assert offered_memory(host) == (5 * GiB, "cpu")
 
 
