@@ -79,7 +79,7 @@ PLAN_KEYS: dict[tuple[str, str], str] = {
     ("network", "mode"): "mode",
 }
 SECTIONS = ("server", "swarm", "models", "hardware", "network")
-_LATER = "not yet supported (issue 14: federation strategies, min_peers/max_peers and Mode 2 come later)"
+_LATER = "not yet supported (issue 14: federation strategies and min_peers/max_peers come later)"
 #: Names refused with what to use instead (flat, or section.key). A refusal is an error,
 #: except for the names in :data:`IGNORED_WITH_NOTICE`.
 REFUSED: dict[str, str] = {

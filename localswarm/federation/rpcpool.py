@@ -260,7 +260,7 @@ def start_pool(settings: Any, model: Any = None, *, say: Any = None) -> tuple[Po
     model.instances = 1
     if workers:
         model.gpu_layers = None  # the split's -ngl (rpc_args) decides what leaves this machine
-    n_layers = read_gguf_meta(model.path).block_count
+    n_layers = read_gguf_meta(model.path).block_count + 1  # llama.cpp counts the output layer too
     keeper = PoolKeeper(workers, secret=secret, node_id=node_id, interval_s=settings.peer_probe_interval,
                         own_memory=own_budget.total, n_layers=n_layers, own_gpus=own_gpus)
     say(f"Mode 2: llama-server {' '.join(keeper.args()) or '(no workers)'}")
