@@ -11,7 +11,7 @@
    share of the layers stays in its RAM.
 4. :class:`PoolKeeper`: renews each handshake every ``peer_probe_interval``; a worker that
    fails twice is dropped and llama-server is restarted without it (a missing worker would
-   fail every later load). A dropped worker is not taken back: restart the coordinator.
+   fail every later load); one that answers again is taken back (another restart).
 """
 
 from __future__ import annotations
@@ -173,11 +173,13 @@ class PoolKeeper:
                 "restarts": self.restarts, "args": self.args()}
 
     async def check(self, http: httpx.AsyncClient) -> list[str]:
-        """Renew every handshake once; return why llama-server must restart (empty: it need not)."""
-        results = await asyncio.gather(*(handshake(http, w.host, w.port) for w in self.workers),
+        """Renew every handshake once (and try the dropped workers again); return why
+        llama-server must restart (empty: it need not)."""
+        active, dropped = list(self.workers), list(self.dropped)
+        results = await asyncio.gather(*(handshake(http, w.host, w.port) for w in active + dropped),
                                        return_exceptions=True)
         changes = []
-        for worker, result in zip(list(self.workers), results):
+        for worker, result in zip(active, results[:len(active)]):
             if isinstance(result, BaseException):
                 worker.failures += 1
                 logger.warning("rpc worker %s: handshake failed (%d/%d): %s", worker.endpoint, worker.failures,
@@ -191,6 +193,12 @@ class PoolKeeper:
             if result.port != worker.offer.port:  # its relay moved (the worker restarted)
                 changes.append(f"{worker.endpoint} moved to port {result.port}")
             worker.offer = result
+        for worker, result in zip(dropped, results[len(active):]):
+            if not isinstance(result, BaseException):  # it is back: pool its memory again
+                worker.failures, worker.offer = 0, result
+                self.dropped.remove(worker)
+                self.workers.append(worker)
+                changes.append(f"{worker.endpoint} back")
         return changes
 
     async def run(self, instance: Any) -> None:

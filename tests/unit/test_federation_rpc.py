@@ -173,8 +173,12 @@ async def test_keeper_drops_a_worker_that_stops_answering_and_renews_the_others(
         for _ in range(DROP_AFTER - 1):
             assert await keeper.check(http) == []  # one miss is not a disappearance
         assert await keeper.check(http) == ["10.0.0.3:50052 gone"]
-    assert keeper.args()[:2] == ["--rpc", "10.0.0.2:50052"]
-    assert [w.host for w in keeper.dropped] == ["10.0.0.3"]
+        assert keeper.args()[:2] == ["--rpc", "10.0.0.2:50052"]
+        assert [w.host for w in keeper.dropped] == ["10.0.0.3"]
+        assert await keeper.check(http) == []  # still gone: nothing changes
+        down.clear()
+        assert await keeper.check(http) == ["10.0.0.3:50052 back"]
+    assert keeper.args()[:2] == ["--rpc", "10.0.0.2:50052,10.0.0.3:50052"] and keeper.dropped == []
 
 
 def test_rpc_build_is_recognised_by_the_files_beside_llama_server(tmp_path: Path) -> None:
