@@ -186,7 +186,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
         model = None
         if not download_only:
             runner.preflight(settings)  # a busy port or a running swarm: say so before downloading
-        if interactive or download_only or detach:
+        pooled = settings.mode == "distributed" and not download_only  # Mode 2 plans over the workers it finds
+        if (interactive or download_only or detach) and not pooled:
             # In the foreground: the plan, the download with its progress, then (detached) serving.
             model = runner.resolve(settings, interactive=interactive, say=lambda note: click.echo(note, err=True))
             if download_only:
