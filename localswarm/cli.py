@@ -132,6 +132,11 @@ def _every_setting(f: Any) -> Any:
               help="Join other swarms on the LAN (mDNS + --peer); needs $LOCALSWARM_FEDERATION_SECRET off loopback.")
 @click.option("--peer", "peers", multiple=True,
               help="Static federation peer host:port (repeatable; no port means 8000).")
+@click.option("--pool", "pool", is_flag=True,
+              help="Mode 2: run ONE model over this machine's memory and its rpc workers' (mode: distributed; "
+                   "needs $LOCALSWARM_FEDERATION_SECRET; workers: `localswarm worker --rpc`).")
+@click.option("--offer-memory", "offer_memory", flag_value=True, default=None,
+              help="With --federate: also lend this machine's memory to Mode 2 coordinators (rpc-server).")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json", "kv"]),
               help="Gateway log lines: text, json (one object per line) or kv (logfmt).")
 @click.option("--insecure-no-auth", "insecure_no_auth", flag_value=True, default=None,
@@ -154,6 +159,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
     # Unset flags are None; unset repeatable ones are () and unset switches False.
     flags = {k: (list(v) or None) if isinstance(v, tuple) else (v or None) if isinstance(v, bool) else v
              for k, v in flags.items()}
+    if flags.pop("pool", None):
+        flags["mode"] = "distributed"
     from localswarm.federation.node import preflight as federation_preflight
 
     try:
@@ -161,6 +168,9 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
         for notice in notices:
             click.echo(f"WARNING: {notice}", err=True)
         settings = _federation_without_secret(settings, sources)
+        if settings.offer_memory and not settings.federate:
+            click.echo("WARNING: --offer-memory lends memory only with federation on (--federate and the "
+                       "federation secret): this swarm lends none", err=True)
         _export_models_dir(settings)
         federation_preflight(settings)  # refuses --federate off loopback without a shared secret
         if not download_only:
@@ -176,7 +186,8 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
         model = None
         if not download_only:
             runner.preflight(settings)  # a busy port or a running swarm: say so before downloading
-        if interactive or download_only or detach:
+        pooled = settings.mode == "distributed" and not download_only  # Mode 2 plans over the workers it finds
+        if (interactive or download_only or detach) and not pooled:
             # In the foreground: the plan, the download with its progress, then (detached) serving.
             model = runner.resolve(settings, interactive=interactive, say=lambda note: click.echo(note, err=True))
             if download_only:
@@ -194,6 +205,36 @@ def up(detach: bool, interactive: bool, download_only: bool, mcp: bool, log_file
             return
         # With --mcp, stdout carries the protocol: the banner goes to stderr.
         code = runner.run(settings, model=model, on_ready=lambda text: click.echo(text, err=mcp), mcp=mcp)
+    except LocalSwarmError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--rpc", is_flag=True, help="Run llama.cpp's rpc-server and lend this machine's memory (Mode 2).")
+@click.option("--host", help="The ONE LAN address to offer (handshake and relay); default 127.0.0.1.")
+@click.option("--port", type=int, help="Port of the signed handshake (default 8000, the gateway's).")
+@click.option("--rpc-port", "rpc_port", type=int, help="Relay port on --host (default 50052; 0: any free port).")
+@click.option("--threads", type=int, help="CPU threads for rpc-server (default: all cores).")
+@click.option("--llama-server", "llama_server", help="llama-server whose build's rpc-server to run.")
+@click.option("--log-level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+def worker(rpc: bool, **flags: Any) -> None:
+    """Lend this machine's memory to a Mode 2 coordinator (`localswarm up --pool`).
+
+    Runs rpc-server on 127.0.0.1 under supervision, and a relay on --host that lets in only
+    machines that passed the handshake signed with the federation secret
+    ($LOCALSWARM_FEDERATION_SECRET, required). No encryption: see docs/federation.md.
+    """
+    if not rpc:
+        _fail(LocalSwarmError("say what to lend: `localswarm worker --rpc` (the only kind of worker so far)"))
+    try:
+        settings, _, notices = load_with_sources(flags)
+        for notice in notices:
+            click.echo(f"WARNING: {notice}", err=True)
+        _setup_logging(settings.log_level, settings.log_format)
+        from localswarm.federation.rpc import run_worker
+
+        code = run_worker(settings)
     except LocalSwarmError as exc:
         _fail(exc)
     sys.exit(code)

@@ -32,6 +32,9 @@ from localswarm import paths
 from localswarm.errors import ConfigError
 
 STREAM_MODES = ("consensus", "fastest")
+#: Federation modes (docs/federation.md): independent swarms that cross-vote (Mode 1), or one
+#: model spread over the memory of rpc workers (Mode 2, ``up --pool``).
+FEDERATION_MODES = ("independent", "distributed")
 BACKENDS = ("auto", "llama-server", "mlx")
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
@@ -76,15 +79,13 @@ PLAN_KEYS: dict[tuple[str, str], str] = {
     ("network", "min_peers"): "min_peers",
     ("network", "max_peers"): "max_peers",
     ("network", "auth_token"): "federation_secret",
+    ("network", "mode"): "mode",
 }
 SECTIONS = ("server", "swarm", "models", "hardware", "network")
-_LATER = "not yet supported (issue 14: Mode 2, distributed workers, comes later)"
 #: Names refused with what to use instead (flat, or section.key). A refusal is an error,
 #: except for the names in :data:`IGNORED_WITH_NOTICE`.
 REFUSED: dict[str, str] = {
     "network.federation_port": "federation is served on the gateway's own port: set server.port",
-    "network.mode": f"{_LATER}; remove it (one machine's model per swarm)",
-    "mode": f"{_LATER}; remove it (one machine's model per swarm)",
     "federation_port": "federation is served on the gateway's own port: set port",
     "discovery_port": "use udp_port (network.discovery_port in the nested form)",
     "consensus_strategy": "use strategy (swarm.consensus_strategy in the nested form)",
@@ -177,6 +178,14 @@ class Settings(SupervisorTiming):
     federation_min_confidence: float = FEDERATION_FLOOR  # latency: the confidence a vote must clear to be taken
     min_peers: int = 0  # peer votes a federated answer needs (waited for up to peer_timeout); fewer: local answer
     max_peers: int | None = None  # ask at most this many peers: never timed first, then the fastest (None: all)
+    # Mode 2 (docs/federation.md "Mode 2"): one model across machines on llama.cpp RPC. Off by
+    # default; both sides need the federation secret. A coordinator (`up --pool`) plans against
+    # its own memory plus what its trusted workers offer; a worker (`worker --rpc`, or
+    # `up --federate --offer-memory`) lends its memory through rpc-server.
+    mode: str = "independent"  # independent (Mode 1: swarms cross-vote) or distributed (Mode 2)
+    offer_memory: bool = False  # with federate: also be a Mode 2 worker (rpc-server behind the relay)
+    rpc_port: int = 50052  # a worker's relay port on its one LAN address (rpc-server itself: loopback)
+    pool_wait: float = 3.0  # seconds a coordinator listens for workers (mDNS) before planning
 
     # Limits.
     max_body_bytes: int = 8 * 1024 * 1024
@@ -229,6 +238,10 @@ class Settings(SupervisorTiming):
                               f"and {self.max_peers}")
         if self.max_peers is not None and self.min_peers > self.max_peers:
             raise ConfigError(f"min_peers ({self.min_peers}) is above max_peers ({self.max_peers})")
+        if self.mode not in FEDERATION_MODES:
+            raise ConfigError(f"mode must be one of {FEDERATION_MODES}, not {self.mode!r}")
+        if not 0 <= self.rpc_port < 65536:
+            raise ConfigError(f"rpc_port must be a port number (0: any free port), not {self.rpc_port}")
         if self.exec_check not in EXEC_CHECK_MODES:
             raise ConfigError(f"exec_check must be one of {EXEC_CHECK_MODES}, not {self.exec_check!r}")
         for name in ("min_instances", "max_instances"):

@@ -113,18 +113,24 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     access.check_binding(settings)  # a LAN address needs a key, or --insecure-no-auth
     access.announce_binding(settings)  # ...which is logged loudly at every start
     preflight(settings)
+    keeper = None
+    if settings.mode == "distributed":  # Mode 2: one llama-server over the rpc workers' memory
+        from localswarm.federation.rpcpool import start_pool
+
+        keeper, model = start_pool(settings, model, say=lambda note: logger.info("%s", note))
     if model is None:  # the plan is logged as it is made, before any download
         model = resolve(settings, say=lambda note: logger.info("%s", note))
     settings = fit_context(settings, model, say=lambda note: logger.warning("%s", note))
     backend = build_backend(settings, model)
-    instances = settings.instances or model.instances
+    instances = 1 if keeper else settings.instances or model.instances
+    instance_args = [keeper.args()] if keeper else device_args(model.devices) if model.devices else None
     supervisor = Supervisor(
         backend,
         instances=instances,
         log_dir=paths.state_dir() / "logs",
         timing=_timing(settings, model),
         threads=settings.threads,
-        instance_args=device_args(model.devices) if model.devices else None,
+        instance_args=instance_args,
         devices=model.devices or None,
         # The memory guard (issue 13): the planner's per-instance figure when there is a plan.
         memory_guard=GuardPolicy.from_settings(settings) if settings.memory_guard else None,
@@ -156,6 +162,8 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         "state": "starting",
         "auth": bool(settings.api_key or settings.api_key_file),  # clients need the key (`localswarm opencode`)
     }
+    if keeper is not None:
+        state["pool"] = keeper.status()["workers"]
     speed = getattr(model.plan, "speed", None)
     if speed is not None:  # the planner's expectation, shown by `status` beside what is measured
         state["estimate"] = speed.to_dict()
@@ -178,6 +186,8 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
 
     async def main() -> None:
         watcher = asyncio.ensure_future(announce())
+        # Mode 2: renew the workers' handshakes; restart llama-server without one that disappears.
+        keeping = asyncio.ensure_future(keeper.run(supervisor.instances[0])) if keeper else None
         try:
             if mcp:  # `up --mcp`: MCP on stdio beside HTTP, one loop, one supervisor (issue 7)
                 from localswarm.mcp_server import serve_with_mcp
@@ -187,6 +197,8 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
                 await server.serve()
         finally:
             watcher.cancel()
+            if keeping is not None:
+                keeping.cancel()
 
     try:
         asyncio.run(main())

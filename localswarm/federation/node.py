@@ -333,13 +333,28 @@ class Federation:
         )
         self.coordinator = GatewayCoordinator(state, node_id=self.node_id, name=self.name, auth=secret is not None,
                                               hw=self.discovery.advert.hw)
+        # Mode 2 (`up --federate --offer-memory`): also lend memory through rpc-server, less what
+        # the local swarm's weights take (docs/federation.md "Mode 2").
+        self.rpc_worker = None
+        if settings.offer_memory:
+            from localswarm.federation.rpc import worker_from_settings
+
+            model_path = getattr(state.supervisor.backend, "model_path", None)
+            in_use = model_path.stat().st_size * len(state.supervisor.instances) if model_path else 0
+            self.rpc_worker = worker_from_settings(settings, secret=secret, node_id=self.node_id, name=self.name,
+                                                   in_use=in_use)
         self._routes: list[BaseRoute] = []
         self.cross_votes = 0
 
     # lifecycle
 
     async def start(self) -> None:
-        """Start discovery (mDNS, static peers, UDP) and the peer pool's probes."""
+        """Start discovery (mDNS, static peers, UDP) and the peer pool's probes (and the rpc worker)."""
+        if self.rpc_worker is not None:
+            await self.rpc_worker.start()
+            w = self.rpc_worker
+            self.discovery.advert = dataclasses.replace(self.discovery.advert, rpc_port=w.relay.port,
+                                                        rpc_memory=w.memory, rpc_backend=w.backend_name)
         await self.discovery.start()
         await self.pool.start()
 
@@ -349,11 +364,15 @@ class Federation:
             await self.pool.aclose()
         finally:
             await self.discovery.aclose()
+            if self.rpc_worker is not None:
+                await self.rpc_worker.aclose()
 
     def routes(self) -> list[BaseRoute]:
         """``/v1/federation/{vote,info,health}``, signed when a secret is configured."""
         if not self._routes:
             self._routes = list(federation_routes(self.coordinator, secret=self.secret))
+            if self.rpc_worker is not None:
+                self._routes += self.rpc_worker.routes()
         return self._routes
 
     # reporting
@@ -371,6 +390,7 @@ class Federation:
             "auth": self.secret is not None,
             "peer_timeout_s": self.settings.peer_timeout,
             "cross_votes": self.cross_votes,
+            **({"rpc": self.rpc_worker.status()} if self.rpc_worker is not None else {}),
             "peers": rows,
         }
 

@@ -247,7 +247,7 @@ class PeerPool:
 
     def _on_event(self, event: str, peer: Peer) -> None:
         old = self._clients.get(peer.key)
-        if event == "removed" or not peer.compatible:
+        if event == "removed" or not peer.compatible or peer.rpc_only:  # a Mode 2 worker never votes
             if old is not None:
                 del self._clients[peer.key]
                 self.vote_latency.pop(peer.key, None)

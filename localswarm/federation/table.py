@@ -24,7 +24,8 @@ PeerEvent = str  # "added" | "updated" | "removed"
 PeerListener = Callable[[PeerEvent, "Peer"], None]
 
 # Fields whose change is worth an "updated" event (not last_seen, not sources).
-_TRACKED = ("name", "host", "port", "addresses", "version", "model", "instances", "hw", "auth")
+_TRACKED = ("name", "host", "port", "addresses", "version", "model", "instances", "hw", "auth", "rpc_port",
+            "rpc_memory", "rpc_backend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class Peer:
     instances: int = 0
     hw: str = ""
     auth: bool = False
+    rpc_port: int = 0  # a Mode 2 worker's relay port, as announced (0: not one)
+    rpc_memory: int = 0
+    rpc_backend: str = ""
     sources: frozenset[str] = field(default_factory=frozenset)
     last_seen: float = 0.0
 
@@ -53,6 +57,11 @@ class Peer:
     def compatible(self) -> bool:
         """False when the peer announced a protocol version other than ours."""
         return self.version is None or self.version == PROTOCOL_VERSION
+
+    @property
+    def rpc_only(self) -> bool:
+        """A Mode 2 worker with no swarm of its own: it lends memory, it does not vote."""
+        return self.rpc_port > 0 and self.instances == 0
 
     @property
     def url(self) -> str:
@@ -72,6 +81,8 @@ class Peer:
             "instances": self.instances,
             "hw": self.hw,
             "auth": self.auth,
+            **({"rpc_port": self.rpc_port, "rpc_memory": self.rpc_memory, "rpc_backend": self.rpc_backend}
+               if self.rpc_port else {}),
             "sources": sorted(self.sources),
         }
 

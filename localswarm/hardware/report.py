@@ -82,7 +82,8 @@ def detect_command(json: bool = False, rules: BudgetRules | None = None) -> str:
         return _json.dumps(data, indent=2)
     lines = [f"llama-server: {server['path'] or 'none found'}",
              f"  backend:    {server['backend']}" + (f" ({', '.join(server['devices'])})" if server["devices"] else ""),
-             f"  why:        {server['why']}"]
+             f"  why:        {server['why']}",
+             f"  rpc:        {server['rpc'] or 'no (built without -DGGML_RPC=ON: no Mode 2, docs/federation.md)'}"]
     return format_table(profile, rules) + "\n".join(lines) + "\n"
 
 
@@ -94,5 +95,9 @@ def llama_server_choice(profile: HardwareProfile) -> dict[str, Any]:
     try:
         c = choose_llama_server(profile=profile)
     except LocalSwarmError as exc:
-        return {"path": None, "source": None, "backend": "-", "devices": [], "why": str(exc)}
-    return {"path": str(c.path), "source": c.source, "backend": c.backend, "devices": c.devices, "why": c.why}
+        return {"path": None, "source": None, "backend": "-", "devices": [], "why": str(exc), "rpc": None}
+    from localswarm.backends.binary import has_rpc, rpc_server_for
+
+    rpc = rpc_server_for(c.path) if has_rpc(c.path) else None
+    return {"path": str(c.path), "source": c.source, "backend": c.backend, "devices": c.devices, "why": c.why,
+            "rpc": f"yes, Mode 2 worker binary {rpc}" if rpc else None}

@@ -67,13 +67,13 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("network:\n  mode: distributed\n", ["network.mode", "not yet supported", "issue 14"]),
     ("network:\n  strategy: majority\n", ["federation_strategy must be one of", "weighted", "latency"]),
     ("swarm:\n  consensus_strategy: best_of_n\n", ["best_of_n", "cross-swarm", "network.strategy"]),
     ("strategy: latency\n", ["latency", "set federation_strategy"]),
     ("network:\n  min_peers: 3\n  max_peers: 2\n", ["min_peers (3) is above max_peers (2)"]),
     ("network:\n  max_peers: 0\n", ["max_peers 1-64"]),
-    ("mode: independent\n", ["'mode'", "not yet supported"]),
+    ("network:\n  mode: pooled\n", ["mode must be one of", "independent", "distributed"]),
+    ("mode: both\n", ["mode must be one of"]),
     ("consensus_strategy: quality\n", ["use strategy"]),
     ("timeout: 60\n", ["use instance_timeout"]),
     ("cache_dir: /x\n", ["use models_dir"]),
@@ -100,6 +100,12 @@ def test_federation_strategy_and_peer_limits_in_both_forms(tmp_path: Path, monke
     monkeypatch.setenv("LOCALSWARM_FEDERATION_STRATEGY", "weighted")
     assert load_settings(path=_file(tmp_path, "federation_strategy: latency\n")).federation_strategy == "weighted"
     assert Settings().federation_strategy == "weighted" and Settings().min_peers == 0
+
+
+@pytest.mark.parametrize("text", ["network:\n  mode: distributed\n", "mode: distributed\n"])
+def test_mode_distributed_is_accepted_nested_and_flat(tmp_path: Path, text: str) -> None:
+    assert load_settings(path=_file(tmp_path, text)).mode == "distributed"
+    assert Settings().mode == "independent"  # Mode 2 is off by default
 
 
 def test_flat_keys_and_sections_holding_any_field(tmp_path: Path) -> None:

@@ -109,6 +109,16 @@ def test_txt_round_trip_and_lenient_parse() -> None:
     assert parse_txt({b"node": b"n", b"v": b"x"})["version"] == -1  # unparsable -> incompatible, not dropped
 
 
+def test_a_mode2_worker_announces_its_relay_port_memory_and_backend() -> None:
+    advert = Advert(node_id="n", name="w:8000", port=8000, rpc_port=50052, rpc_memory=6 * 2**30, rpc_backend="cuda")
+    fields = parse_txt({k.encode(): v.encode() for k, v in advert.txt().items()})
+    assert (fields["rpc_port"], fields["rpc_memory"], fields["rpc_backend"]) == (50052, 6 * 2**30, "cuda")
+    peer = Peer(host="10.0.0.2", port=8000, **fields)  # type: ignore[arg-type]
+    assert peer.rpc_only and peer.to_dict()["rpc_port"] == 50052  # lends memory, never asked to vote
+    body = decode_datagram(encode_datagram(advert))
+    assert body is not None and body["rpc"] == "50052"  # the UDP fallback carries the same fields
+
+
 def test_datagram_codec() -> None:
     advert = Advert(node_id="n", name="h:1", port=8080)
     body = decode_datagram(encode_datagram(advert, "bye"))
