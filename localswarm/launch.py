@@ -9,7 +9,8 @@ carrying the plan's placement, and this module alone turns it into processes:
   (never llama-server's own ``auto``, which would offload what we budgeted for RAM);
 - pinning: ``--split-mode none --main-gpu N`` for an instance placed on ``gpuN``;
 - threads: the cores divided among instances (``-t``/``-tb``);
-- slots and context: ``-np parallel``, ``-c ctx_size × parallel``.
+- slots and context: ``-np parallel``, ``-c ctx_size × parallel``, the plan's where it set
+  them (:func:`planned_settings`: the fill into free memory, a phone's 2048).
 
 ``docs/launch.md`` shows the resulting argv on the reference machines, and
 ``tests/process/test_launch_contract.py`` holds every route to it.
@@ -17,6 +18,7 @@ carrying the plan's placement, and this module alone turns it into processes:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from localswarm.backends.base import Backend
@@ -28,8 +30,18 @@ if TYPE_CHECKING:
     from localswarm.provision import ResolvedModel
 
 
+def planned_settings(settings: Settings, model: ResolvedModel) -> Settings:
+    """``settings`` with the plan's context per slot and slots, where the plan set them: the
+    planner grows them into memory the model left free, and holds a phone to 2048. The
+    gateway (slots, queue) and the instances then agree with what was budgeted."""
+    changes = {k: v for k in ("ctx_size", "parallel")
+               if (v := getattr(model, k, None)) and v != getattr(settings, k)}
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
 def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
     """The server every instance of ``model`` runs, with the plan's offload."""
+    settings = planned_settings(settings, model)
     if model.backend == "mlx":
         return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
     return LlamaServerBackend(

@@ -106,7 +106,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
 
     from localswarm.gateway.app import create_app
     from localswarm.gateway.slowclients import server_options
-    from localswarm.launch import build_backend, device_args
+    from localswarm.launch import build_backend, device_args, planned_settings
     from localswarm.supervisor.supervisor import Supervisor
 
     access.check_binding(settings)  # a LAN address needs a key, or --insecure-no-auth
@@ -114,6 +114,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
     preflight(settings)
     if model is None:  # the plan is logged as it is made, before any download
         model = resolve(settings, say=lambda note: logger.info("%s", note))
+    settings = planned_settings(settings, model)  # the plan's context and slots, everywhere
     backend = build_backend(settings, model)
     instances = settings.instances or model.instances
     supervisor = Supervisor(

@@ -508,6 +508,8 @@ def _fill(c: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
 
     best = (c, est, caps)
     limit = _model_context(c, ref)
+    if c.kind is MachineKind.MOBILE:
+        limit = min(limit, c.ctx)  # a phone's context stays at the seed's 2048: slots only
     steps = [k * CTX_STEP for k in range(c.ctx // CTX_STEP + 1, limit // CTX_STEP + 1)]
     lo, hi = 0, len(steps)  # the largest step that fits (memory grows with the context)
     while lo < hi:
@@ -529,7 +531,7 @@ def _fill(c: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
         used = total(best[1], best[2]) / budget_total
         reasons.append(
             f"fill: context per slot {c.ctx} -> {grown_ctx}"
-            + (f" (the model's maximum)" if grown_ctx >= limit else "")
+            + (" (the most allowed)" if grown_ctx >= limit else "")
             + (f", slots per instance {c.parallel} -> {slots}" if slots != c.parallel else "")
             + f": {used:.0%} of the budget used (the seed's target: over {FILL_TARGET:.0%}, "
               f"at most {FILL_CEILING:.0%} per device for the estimate's error)")
@@ -606,13 +608,12 @@ def plan(
     ``fill`` then grows the context per slot and the slots into the memory the choice left
     free (:func:`_fill`, the seed's "more than 80% used"). On a phone the seed's rules apply
     instead: 1-3B models at Q4 or lower (:func:`mobile_allows`), ``ctx`` at most
-    :data:`MOBILE_CTX`, no fill.
+    :data:`MOBILE_CTX` (the fill adds slots only).
     """
     registry = registry or load_registry()
     mobile = profile.kind is MachineKind.MOBILE
     mobile_notes: list[str] = []
     if mobile:
-        fill = False
         if ctx > MOBILE_CTX:
             mobile_notes.append(f"phone: context {MOBILE_CTX} per slot (the seed's mobile rule; "
                                 f"{ctx} asked)")
@@ -812,9 +813,10 @@ def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
 
     registry = registry or load_registry()
     rows = [
-        "| Machine | Budget | Model | Quant | Instances | Per instance | Total | Placement "
-        "| Bandwidth / compute (effective) | Decode tok/s | Reference turn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Machine | Budget | Model | Quant | Instances | Context x slots | Per instance "
+        "| Total | Used | Placement | Bandwidth / compute (effective) | Decode tok/s "
+        "| Reference turn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, profile in reference_profiles().items():
         p = plan(profile, registry, ctx=ctx, parallel=parallel, locate=lambda _ref: None)
@@ -826,8 +828,9 @@ def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
         slow = "" if sp.seconds <= (p.latency_target or float("inf")) else " (over target)"
         rows.append(
             f"| {name} | {p.budget.total / GiB:.1f} GiB ({p.budget.rule}) | {model} | {p.quant} "
-            f"| {p.instances} | {p.per_instance_memory / GiB:.2f} GiB | "
-            f"{p.total_memory / GiB:.2f} GiB | {where} | {dev.bandwidth / 1e9:.0f} GB/s / "
+            f"| {p.instances} | {p.ctx} x {p.parallel} | {p.per_instance_memory / GiB:.2f} GiB | "
+            f"{p.total_memory / GiB:.2f} GiB | {p.used_fraction:.0%} | {where} | "
+            f"{dev.bandwidth / 1e9:.0f} GB/s / "
             f"{dev.flops / 1e12:.2f} TFLOP/s | {sp.decode_tps:.0f} | {sp.seconds:.0f} s{slow} |"
         )
     return "\n".join(rows) + "\n"

@@ -152,7 +152,7 @@ def test_phone_plans_1_to_3b_at_q4_ctx_2048_in_a_quarter_of_ram(gb: int) -> None
     assert 1e9 <= ref.variant.params <= 3.5e9
     bits = quant_bits(p.quant)
     assert bits is not None and bits <= 4
-    assert p.ctx == MOBILE_CTX and p.parallel == 2
+    assert p.ctx == MOBILE_CTX and p.parallel >= 2  # the fill adds slots, not context
     assert p.total_memory <= p.budget.total <= 0.25 * phone.ram_total
     assert p.instances >= 2
     assert any("phone: context 2048" in r for r in p.reasons)
