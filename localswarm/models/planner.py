@@ -504,7 +504,7 @@ def _fill(c: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
         e2 = c2.estimates(ref)
         ceiling = {d.device: e2[d.device].instances_within(int(d.usable * FILL_CEILING))
                    for d in c.budget.devices}
-        return (c2, e2, c2.capacity(e2)) if sum(ceiling.values()) >= n else None
+        return (c2, e2, ceiling) if sum(ceiling.values()) >= n else None  # placed within it
 
     best = (c, est, caps)
     limit = _model_context(c, ref)
