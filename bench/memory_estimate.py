@@ -16,7 +16,8 @@ processes that map them) is summed; then the newest is stopped and the 2 left me
 then 1. The sum is compared with ``MemoryEstimate.for_instances(n)``: the mmapped weights
 once for the host, the KV cache, compute buffer and private overhead per instance.
 
-Servers are always killed, whatever happens.
+The swarm maps a private copy of the GGUF (other programs on a shared machine may map the
+original, and PSS would share its pages with them). Servers are always killed.
 """
 
 from __future__ import annotations
@@ -250,9 +251,14 @@ def measure_swarm(server: Path, name: str, model: Path, sizes: tuple[int, ...] =
     out: list[SwarmMeasurement] = []
     logs = [tempfile.TemporaryFile() for _ in range(max(sizes))]
     procs: list[tuple[subprocess.Popen[bytes], str]] = []
+    # A private copy of the GGUF: on a shared machine other programs may map the same file,
+    # and PSS would divide its pages with them too (the swarm alone maps its copy).
+    workdir = tempfile.TemporaryDirectory(prefix="memory-swarm-")
+    private = Path(workdir.name) / model.name
+    shutil.copyfile(model, private)
     try:
         for log in logs:
-            procs.append(_start(server, model, ctx, parallel, log))
+            procs.append(_start(server, private, ctx, parallel, log))
         for (proc, base), log in zip(procs, logs):
             _wait_ready(proc, base, log, ready_timeout)
         with ThreadPoolExecutor(len(procs)) as pool:
@@ -272,6 +278,7 @@ def measure_swarm(server: Path, name: str, model: Path, sizes: tuple[int, ...] =
             _stop(proc)
         for log in logs:
             log.close()
+        workdir.cleanup()
     return sorted(out, key=lambda m: m.instances)
 
 
