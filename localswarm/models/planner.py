@@ -4,10 +4,14 @@ Per-instance memory = weights + KV cache + compute buffer + overhead (see
 :func:`estimate_memory`). N instances on one device (:meth:`MemoryEstimate.for_instances`):
 where the backend maps the GGUF into host memory (CPU, Apple's unified memory, phones) the
 weights are one set of page-cache pages shared by every instance, counted once, as are the
-binary's and libraries' code pages; on a discrete GPU each process uploads its own copy. Candidates are tried best first: family priority (Qwen3-Coder,
-Qwen2.5-Coder, DeepSeek-Coder, CodeLlama), then the larger size, then the higher
-quantization; the first that fits at least :data:`MIN_INSTANCES` times wins, with as many
-instances as fit up to :data:`MAX_INSTANCES`. The embedded SmolLM2 is the fallback.
+binary's and libraries' code pages; on a discrete GPU each process uploads its own copy.
+
+Candidates are tried best first: family priority (Qwen3-Coder, Qwen2.5-Coder,
+DeepSeek-Coder, CodeLlama), then the larger size, then the higher quantization; the first
+that fits at least :data:`MIN_INSTANCES` times (and meets the time target) wins, with as
+many instances as fit up to :data:`MAX_INSTANCES`. The embedded SmolLM2 is the fallback.
+The fill (:func:`_fill`) then grows the context and slots into the memory left free;
+phones follow the seed's rules (:func:`mobile_allows`, :data:`MOBILE_CTX`).
 
 ``python -m localswarm.models.planner --table`` prints the decisions for the reference
 machines of ``docs/planner.md``.
