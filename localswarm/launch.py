@@ -9,8 +9,9 @@ carrying the plan's placement, and this module alone turns it into processes:
   (never llama-server's own ``auto``, which would offload what we budgeted for RAM);
 - pinning: ``--split-mode none --main-gpu N`` for an instance placed on ``gpuN``;
 - threads: the cores divided among instances (``-t``/``-tb``);
-- slots and context: ``-np parallel``, ``-c ctx_size × parallel``, the context per slot capped
-  at what the model was trained for (its GGUF header's ``<arch>.context_length``,
+- slots and context: ``-np parallel``, ``-c ctx_size × parallel``, the plan's where it set
+  them (:func:`planned_settings`: the fill into free memory, a phone's 2048), the context per
+  slot capped at what the model was trained for (its GGUF header's ``<arch>.context_length``,
   :func:`slot_context`): llama-server would only warn and clamp it.
 
 ``docs/launch.md`` shows the resulting argv on the reference machines, and
@@ -19,6 +20,7 @@ carrying the plan's placement, and this module alone turns it into processes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -61,8 +63,18 @@ def fit_context(settings: Settings, model: ResolvedModel, say: Callable[[str], N
     return settings.replace(ctx_size=ctx)
 
 
+def planned_settings(settings: Settings, model: ResolvedModel) -> Settings:
+    """``settings`` with the plan's context per slot and slots, where the plan set them: the
+    planner grows them into memory the model left free, and holds a phone to 2048. The
+    gateway (slots, queue) and the instances then agree with what was budgeted."""
+    changes = {k: v for k in ("ctx_size", "parallel")
+               if (v := getattr(model, k, None)) and v != getattr(settings, k)}
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
 def build_backend(settings: Settings, model: ResolvedModel) -> Backend:
     """The server every instance of ``model`` runs, with the plan's offload."""
+    settings = planned_settings(settings, model)
     if model.backend == "mlx":
         return MlxBackend(model=model.mlx_repo or str(model.path), model_id=model.model_id)
     return LlamaServerBackend(

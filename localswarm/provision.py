@@ -33,8 +33,12 @@ class ResolvedModel:
     plan: Any = None
     backend: str = "llama-server"  # or "mlx" (Apple Silicon with mlx-lm installed)
     mlx_repo: str | None = None
+    # The plan's context per slot and slots (its fill, a phone's 2048); None: the settings'.
+    ctx_size: int | None = None
+    parallel: int | None = None
 
-    _HANDOFF = ("model_id", "embedded", "instances", "gpu_layers", "devices", "backend", "mlx_repo")
+    _HANDOFF = ("model_id", "embedded", "instances", "gpu_layers", "devices", "backend", "mlx_repo",
+                "ctx_size", "parallel")
 
     def to_json(self) -> str:
         """What a detached child needs to run exactly this (the parent already downloaded it)."""
@@ -43,7 +47,7 @@ class ResolvedModel:
     @classmethod
     def from_json(cls, text: str) -> ResolvedModel:
         data = json.loads(text)
-        return cls(path=Path(data.pop("path")), **{k: data[k] for k in cls._HANDOFF})
+        return cls(path=Path(data.pop("path")), **{k: data[k] for k in cls._HANDOFF if k in data})
 
 
 #: The parent of ``up --detach`` resolves (and downloads) in the foreground and hands the
@@ -358,7 +362,8 @@ def _from_plan(p: Any, path: Path, notes: list[str]) -> ResolvedModel:
     devices = p.devices()
     on_gpu = any(d != "cpu" for d in devices)
     return ResolvedModel(path=path, model_id=p.model_id, embedded=p.embedded, instances=p.instances,
-                         gpu_layers="999" if on_gpu else "0", devices=devices, notes=notes, plan=p)
+                         gpu_layers="999" if on_gpu else "0", devices=devices, notes=notes, plan=p,
+                         ctx_size=p.ctx, parallel=p.parallel)
 
 
 def _fallback(planned: Any, exc: Exception, *, instances: int | None, ctx: int, parallel: int,

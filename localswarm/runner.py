@@ -106,7 +106,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
 
     from localswarm.gateway.app import create_app
     from localswarm.gateway.slowclients import server_options
-    from localswarm.launch import build_backend, device_args, fit_context
+    from localswarm.launch import build_backend, device_args, fit_context, planned_settings
     from localswarm.supervisor.memguard import GuardPolicy
     from localswarm.supervisor.supervisor import Supervisor
 
@@ -120,6 +120,7 @@ def run(settings: Settings, *, model: ResolvedModel | None = None,
         keeper, model = start_pool(settings, model, say=lambda note: logger.info("%s", note))
     if model is None:  # the plan is logged as it is made, before any download
         model = resolve(settings, say=lambda note: logger.info("%s", note))
+    settings = planned_settings(settings, model)  # the plan's context and slots, everywhere
     settings = fit_context(settings, model, say=lambda note: logger.warning("%s", note))
     backend = build_backend(settings, model)
     instances = 1 if keeper else settings.instances or model.instances

@@ -42,9 +42,25 @@ def _apple(chip: str, mem_gib: int, cores: int, perf: int) -> HardwareProfile:
     )
 
 
+def _phone(ram: int) -> HardwareProfile:
+    """A Snapdragon 8 Gen 2 phone (Termux) with ``ram`` bytes in /proc/meminfo."""
+    return HardwareProfile(
+        os="android", os_release="14", hostname="localhost",
+        cpu=CPUInfo(model="SM8550", arch="aarch64", physical_cores=8, logical_cores=8),
+        ram_total=ram, ram_available=ram // 3, mobile=True,
+        gpus=(GPUInfo(vendor=Vendor.QUALCOMM.value, name="Adreno 740v2", index=0,
+                      memory_total=ram, unified=True, backend_hint="opencl",
+                      source="synthetic"),),
+    )
+
+
+#: An "8 GB" phone reports ~7.1 GiB in /proc/meminfo (firmware and modem carve-outs); the
+#: 6 and 12 GB phones are scaled from it (same SoC, only the memory differs).
+PHONE_RAM = {6: 5_740_000_000, 8: 7_650_000_000, 12: 11_480_000_000}
+
+
 def reference_profiles() -> dict[str, HardwareProfile]:
     """The machines of the issue's planner table, by display name."""
-    phone_ram = 7_650_000_000  # an "8 GB" phone reports ~7.1 GiB in /proc/meminfo
     return {
         "RTX 4060 8 GB": _desktop([_nvidia("NVIDIA GeForce RTX 4060", 8188)]),
         "RTX 4060 Ti 16 GB": _desktop([_nvidia("NVIDIA GeForce RTX 4060 Ti", 16380)]),
@@ -60,12 +76,5 @@ def reference_profiles() -> dict[str, HardwareProfile]:
                         physical_cores=12, logical_cores=16),
             ram_total=16 * GiB, ram_available=11 * GiB,
         ),
-        "Android phone 8 GB": HardwareProfile(
-            os="android", os_release="14", hostname="localhost",
-            cpu=CPUInfo(model="SM8550", arch="aarch64", physical_cores=8, logical_cores=8),
-            ram_total=phone_ram, ram_available=phone_ram // 3, mobile=True,
-            gpus=(GPUInfo(vendor=Vendor.QUALCOMM.value, name="Adreno 740v2", index=0,
-                          memory_total=phone_ram, unified=True, backend_hint="opencl",
-                          source="synthetic"),),
-        ),
+        **{f"Android phone {gb} GB": _phone(ram) for gb, ram in PHONE_RAM.items()},
     }

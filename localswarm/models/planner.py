@@ -1,10 +1,17 @@
 """The planner: which model, quantization and how many instances fit this machine.
 
 Per-instance memory = weights + KV cache + compute buffer + overhead (see
-:func:`estimate_memory`). Candidates are tried best first: family priority (Qwen3-Coder,
-Qwen2.5-Coder, DeepSeek-Coder, CodeLlama), then the larger size, then the higher
-quantization; the first that fits at least :data:`MIN_INSTANCES` times wins, with as many
-instances as fit up to :data:`MAX_INSTANCES`. The embedded SmolLM2 is the fallback.
+:func:`estimate_memory`). N instances on one device (:meth:`MemoryEstimate.for_instances`):
+where the backend maps the GGUF into host memory (CPU, Apple's unified memory, phones) the
+weights are one set of page-cache pages shared by every instance, counted once, as are the
+binary's and libraries' code pages; on a discrete GPU each process uploads its own copy.
+
+Candidates are tried best first: family priority (Qwen3-Coder, Qwen2.5-Coder,
+DeepSeek-Coder, CodeLlama), then the larger size, then the higher quantization; the first
+that fits at least :data:`MIN_INSTANCES` times (and meets the time target) wins, with as
+many instances as fit up to :data:`MAX_INSTANCES`. The embedded SmolLM2 is the fallback.
+The fill (:func:`_fill`) then grows the context and slots into the memory left free;
+phones follow the seed's rules (:func:`mobile_allows`, :data:`MOBILE_CTX`).
 
 ``python -m localswarm.models.planner --table`` prints the decisions for the reference
 machines of ``docs/planner.md``.
@@ -13,6 +20,8 @@ machines of ``docs/planner.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,10 +57,13 @@ KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of this many cells
 #: Bytes per KV element by cache type (``-ctk/-ctv``).
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
-# Calibrated with bench/memory_estimate.py against the RSS of a real llama-server (CPU):
-# process baseline (binary, libraries, HTTP server, threads) and the vocabulary tables
-# llama.cpp keeps per token (strings, scores, maps).
+# Calibrated with bench/memory_estimate.py against the RSS and PSS of real llama-servers
+# (CPU): process baseline (binary, libraries, HTTP server, threads) and the vocabulary
+# tables llama.cpp keeps per token (strings, scores, maps). Of the baseline, the code pages
+# of the binary and its libraries (SHARED_CODE) are shared by every instance on a host:
+# (summed RSS - summed PSS) / 2 - weights was 18.8 MiB for 3 instances of either GGUF.
 CPU_BASE_OVERHEAD = 40 * MiB
+SHARED_CODE = 18 * MiB
 BYTES_PER_VOCAB_TOKEN = 160
 # GPU processes also hold a driver context in device memory; not measured here (no GPU):
 # ~300 MiB is what CUDA 12 reports per process on Ada cards in public llama.cpp logs.
@@ -62,27 +74,68 @@ GPU_CONTEXT_OVERHEAD = {"cuda": 300 * MiB, "rocm": 300 * MiB, "vulkan": 200 * Mi
 # except each n-th one (n = the pattern).
 SWA_PATTERN = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
 
+#: Backends whose instances read the weights from the mmapped GGUF in host memory, so the
+#: page cache holds them once for every instance (Metal wraps the mapping without a copy).
+SHARED_WEIGHT_BACKENDS = frozenset({"cpu", "metal"})
+
+#: The seed's "more than 80% of available memory used": when the chosen model and vote
+#: width leave more of the budget free, the context per slot grows (up to the model's
+#: trained context), then the slots per instance (up to FILL_MAX_PARALLEL), never past
+#: FILL_CEILING of any device (headroom for the estimate's error, within the budget).
+FILL_TARGET = 0.80
+FILL_CEILING = 0.90
+FILL_MAX_PARALLEL = 8
+CTX_STEP = 1024
+
+#: The seed's rules for phones (Android/Termux, section 7.3): models of 1-3B parameters,
+#: quantized to Q4 or lower, a 2048-token context; the budget (25% of RAM) is in
+#: :mod:`localswarm.hardware.budget`.
+MOBILE_PARAMS = (1.0e9, 3.5e9)  # "1-3B": Qwen2.5-Coder 3B has 3.09e9
+MOBILE_MAX_QUANT_BITS = 4
+MOBILE_CTX = 2048
+
 Locator = Callable[[ModelRef], "Path | None"]
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes one instance needs, by part. ``source`` is ``gguf`` or ``registry``."""
+    """Bytes one instance needs, by part. ``source`` is ``gguf`` or ``registry``.
+
+    ``shared`` is the part of ``weights + overhead`` that every further instance on the
+    same host shares (mmapped weights, code pages): 0 on a discrete GPU.
+    """
 
     weights: int
     kv_cache: int
     compute: int
     overhead: int
     source: str
+    shared: int = 0
 
     @property
     def total(self) -> int:
-        """All parts summed."""
+        """All parts summed: one instance alone."""
         return self.weights + self.kv_cache + self.compute + self.overhead
+
+    @property
+    def per_extra_instance(self) -> int:
+        """What each instance after the first adds on the same device."""
+        return self.total - self.shared
+
+    def for_instances(self, n: int) -> int:
+        """Bytes ``n`` instances of this estimate take on one device (shared parts once)."""
+        return 0 if n <= 0 else self.shared + n * self.per_extra_instance
+
+    def instances_within(self, usable: int) -> int:
+        """How many instances fit in ``usable`` bytes on one device."""
+        if self.total <= 0 or usable < self.total:
+            return 0
+        return 1 + (usable - self.total) // max(self.per_extra_instance, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping, with the total."""
-        return {**asdict(self), "total": self.total}
+        return {**asdict(self), "total": self.total,
+                "per_extra_instance": self.per_extra_instance}
 
 
 @dataclass(frozen=True)
@@ -162,7 +215,8 @@ def estimate_memory(
 
     Uses the GGUF header when ``meta`` is given (a local file), else the registry entry.
     ``backend`` is ``cpu``, ``metal`` (unified memory, counted like a GPU buffer) or a GPU
-    backend (``cuda``, ``rocm``, ``vulkan``, ``sycl``).
+    backend (``cuda``, ``rocm``, ``vulkan``, ``sycl``). ``shared`` says what further
+    instances on the same host share (:func:`shares_weights`).
     """
     if meta is None and ref is None:
         raise TypeError("estimate_memory needs a ModelRef or GGUF metadata")
@@ -182,7 +236,13 @@ def estimate_memory(
         compute=compute_buffer_bytes(shape, ctx_total, backend),
         overhead=overhead_bytes(shape, backend),
         source=source,
+        shared=weights + SHARED_CODE if shares_weights(backend) else 0,
     )
+
+
+def shares_weights(backend: str) -> bool:
+    """True where the instances on one host share one copy of the weights (mmap)."""
+    return backend in SHARED_WEIGHT_BACKENDS
 
 
 # --- plans -----------------------------------------------------------------------------
@@ -244,8 +304,13 @@ class Plan:
 
     @property
     def total_memory(self) -> int:
-        """Estimated bytes for the whole swarm."""
-        return self.memory.total * self.instances
+        """Estimated bytes for the whole swarm (weights once per host where shared)."""
+        return sum(p.memory for p in self.placements)
+
+    @property
+    def used_fraction(self) -> float:
+        """The part of the budget the swarm is planned to use."""
+        return self.total_memory / self.budget.total if self.budget.total else 0.0
 
     def devices(self) -> list[str]:
         """The device of each instance, in start order (round-robin over placements)."""
@@ -303,6 +368,21 @@ class VariantFit:
         d["memory"] = self.memory.to_dict()
         d["speed"] = self.speed.to_dict() if self.speed else None
         return d
+
+
+def quant_bits(quant: str) -> int | None:
+    """Nominal bits per weight of a llama.cpp quant name (``q4_k_m`` 4, ``iq3_xs`` 3,
+    ``f16`` 16), ``None`` when unknown."""
+    m = re.match(r"(?:i?q|bf|f)(\d+)", quant.lower())
+    return int(m.group(1)) if m else None
+
+
+def mobile_allows(ref: ModelRef) -> bool:
+    """The seed's phone rule: 1-3B parameters at Q4 or lower."""
+    bits = quant_bits(ref.quant.quant)
+    low, high = MOBILE_PARAMS
+    return low <= ref.variant.params <= high and bits is not None \
+        and bits <= MOBILE_MAX_QUANT_BITS
 
 
 def _device_backend(dev: DeviceBudget, kind: MachineKind) -> str:
@@ -366,8 +446,7 @@ class _Ctx:
         return worst
 
     def capacity(self, est: dict[str, MemoryEstimate]) -> dict[str, int]:
-        return {d.device: d.usable // est[d.device].total if est[d.device].total else 0
-                for d in self.budget.devices}
+        return {d.device: est[d.device].instances_within(d.usable) for d in self.budget.devices}
 
 
 def _place(ctx: _Ctx, est: dict[str, MemoryEstimate], caps: dict[str, int],
@@ -376,12 +455,12 @@ def _place(ctx: _Ctx, est: dict[str, MemoryEstimate], caps: dict[str, int],
     counts = {d.device: 0 for d in ctx.budget.devices}
     for _ in range(n):
         free = [d for d in ctx.budget.devices if counts[d.device] < caps[d.device]]
-        best = min(free, key=lambda d: (counts[d.device] * est[d.device].total / max(d.usable, 1),
-                                        -d.usable))
+        best = min(free, key=lambda d: (est[d.device].for_instances(counts[d.device])
+                                        / max(d.usable, 1), -d.usable))
         counts[best.device] += 1
     return tuple(
         Placement(device=d.device, instances=counts[d.device],
-                  memory=counts[d.device] * est[d.device].total, usable=d.usable,
+                  memory=est[d.device].for_instances(counts[d.device]), usable=d.usable,
                   gpu_index=d.gpu_index, vendor=d.vendor, backend=_device_backend(d, ctx.kind))
         for d in ctx.budget.devices if counts[d.device]
     )
@@ -403,8 +482,72 @@ def _fmt(n: int) -> str:
     return f"{n / GiB:.2f} GiB"
 
 
+def _model_context(c: _Ctx, ref: ModelRef) -> int:
+    meta, _ = c.meta(ref)
+    return (meta.context_length if meta is not None else 0) or ref.variant.arch.context
+
+
+def _fill(c: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
+          caps: dict[str, int], reasons: list[str]
+          ) -> tuple[_Ctx, dict[str, MemoryEstimate], dict[str, int]]:
+    """Grow the context per slot, then the slots, while the budget is under
+    :data:`FILL_TARGET` used and every device stays within :data:`FILL_CEILING`.
+
+    Neither changes the reference turn's time (same prompt, same instances per device),
+    so the time budget that chose the model and the vote width still holds.
+    """
+    def total(e: dict[str, MemoryEstimate], k: dict[str, int]) -> int:
+        return sum(p.memory for p in _place(c, e, k, n))
+
+    budget_total = c.budget.total
+    if not budget_total or total(est, caps) >= FILL_TARGET * budget_total:
+        return c, est, caps
+
+    def attempt(ctx: int, parallel: int) -> tuple[_Ctx, dict[str, MemoryEstimate],
+                                                  dict[str, int]] | None:
+        c2 = dataclasses.replace(c, ctx=ctx, parallel=parallel)
+        e2 = c2.estimates(ref)
+        ceiling = {d.device: e2[d.device].instances_within(int(d.usable * FILL_CEILING))
+                   for d in c.budget.devices}
+        return (c2, e2, ceiling) if sum(ceiling.values()) >= n else None  # placed within it
+
+    best = (c, est, caps)
+    limit = _model_context(c, ref)
+    if c.kind is MachineKind.MOBILE:
+        limit = min(limit, c.ctx)  # a phone's context stays at the seed's 2048: slots only
+    steps = [k * CTX_STEP for k in range(c.ctx // CTX_STEP + 1, limit // CTX_STEP + 1)]
+    lo, hi = 0, len(steps)  # the largest step that fits (memory grows with the context)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        got = attempt(steps[mid - 1], c.parallel)
+        if got is None:
+            hi = mid - 1
+        else:
+            lo, best = mid, got
+    grown_ctx = best[0].ctx
+    slots = c.parallel
+    while (best[0].ctx >= limit and slots < FILL_MAX_PARALLEL
+           and total(best[1], best[2]) < FILL_TARGET * budget_total):
+        got = attempt(best[0].ctx, slots + 1)
+        if got is None:
+            break
+        best, slots = got, slots + 1
+    if best[0] is not c:
+        used = total(best[1], best[2]) / budget_total
+        reasons.append(
+            f"fill: context per slot {c.ctx} -> {grown_ctx}"
+            + (" (the most allowed)" if grown_ctx >= limit else "")
+            + (f", slots per instance {c.parallel} -> {slots}" if slots != c.parallel else "")
+            + f": {used:.0%} of the budget used (the seed's target: over {FILL_TARGET:.0%}, "
+              f"at most {FILL_CEILING:.0%} per device for the estimate's error)")
+    return best
+
+
 def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
-           caps: dict[str, int], reasons: list[str], target: float | None = None) -> Plan:
+           caps: dict[str, int], reasons: list[str], target: float | None = None,
+           fill: bool = False) -> Plan:
+    if fill:
+        ctx, est, caps = _fill(ctx, ref, n, est, caps, reasons)
     placements = _place(ctx, est, caps, n)
     speed = ctx.speed(ref, placements)
     first = est[placements[0].device]
@@ -414,6 +557,10 @@ def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
         f"KV cache {_fmt(first.kv_cache)} for {ctx.ctx} tokens x {ctx.parallel} slot(s), "
         f"compute {_fmt(first.compute)}, overhead {_fmt(first.overhead)}; from {first.source})"
     )
+    if first.shared and n > 1:
+        reasons.append(f"weights mmapped: {_fmt(first.shared)} shared by the instances on "
+                       f"{'/'.join(p.device for p in placements)}, each further instance "
+                       f"adds {_fmt(first.per_extra_instance)}")
     reasons.append("placement: " + ", ".join(
         f"{p.instances} on {p.device} ({_fmt(p.memory)} of {_fmt(p.usable)})" for p in placements))
     if speed is not None:
@@ -446,6 +593,7 @@ def plan(
     locate: Locator | None = None,
     speeds: dict[str, DeviceSpeed] | None = None,
     latency_target: float | None = DEFAULT_LATENCY_TARGET,
+    fill: bool = True,
 ) -> Plan:
     """Choose the swarm for ``profile``.
 
@@ -461,8 +609,20 @@ def plan(
     (``[0, 1]`` or ``["gpu1"]``). ``offline`` only considers models ``locate`` finds on
     disk (the embedded model is always found). ``locate(ref)`` returns a local GGUF path or
     ``None``; with a path the estimate uses its GGUF header.
+
+    ``fill`` then grows the context per slot and the slots into the memory the choice left
+    free (:func:`_fill`, the seed's "more than 80% used"). On a phone the seed's rules apply
+    instead: 1-3B models at Q4 or lower (:func:`mobile_allows`), ``ctx`` at most
+    :data:`MOBILE_CTX` (the fill adds slots only).
     """
     registry = registry or load_registry()
+    mobile = profile.kind is MachineKind.MOBILE
+    mobile_notes: list[str] = []
+    if mobile:
+        if ctx > MOBILE_CTX:
+            mobile_notes.append(f"phone: context {MOBILE_CTX} per slot (the seed's mobile rule; "
+                                f"{ctx} asked)")
+            ctx = MOBILE_CTX
     if instances is not None and not 1 <= instances <= MAX_EXPLICIT_INSTANCES:
         raise PlanError(f"--instances must be between 1 and {MAX_EXPLICIT_INSTANCES}, got {instances}")
     b = _restrict(budget(profile, rules), devices)
@@ -471,6 +631,7 @@ def plan(
              speeds=speeds if speeds is not None else device_speeds(profile))
     target = latency_target
     reasons = [f"machine: {profile.kind.value}; budget {_fmt(b.total)} ({b.rule})", *b.notes]
+    reasons.extend(mobile_notes)
 
     if model is not None:
         ref = registry.resolve(model)
@@ -501,14 +662,18 @@ def plan(
             want = w
         if want < MIN_INSTANCES:
             reasons.append("warning: a single instance means no vote")
-        return _build(c, ref, want, est, caps, reasons, target)
+        return _build(c, ref, want, est, caps, reasons, target, fill)
 
     need = instances if instances is not None else MIN_INSTANCES
     skipped: list[str] = []
     too_slow: list[str] = []
     fastest: tuple[float, ModelRef, int, dict[str, MemoryEstimate], dict[str, int]] | None = None
+    not_mobile = 0
     for ref in registry.refs(include_embedded=False):
         if offline and c.meta(ref)[1] is None:
+            continue
+        if mobile and not mobile_allows(ref):
+            not_mobile += 1
             continue
         est = c.estimates(ref)
         caps = c.capacity(est)
@@ -548,11 +713,13 @@ def plan(
         reasons.append(
             f"chosen: highest-priority family ({ref.family.name}), then the largest size, then "
             f"the highest quantization that fits {need}+ instances"
+            + (f" (phone: only 1-3B models at Q4 or lower; {not_mobile} others not tried)"
+               if mobile else "")
         )
         reasons.append(f"{n} instances: as many as fit" + (f", capped at {MAX_INSTANCES}"
                                                           if fit > MAX_INSTANCES else "")
                        if instances is None else f"{n} instance(s) requested explicitly")
-        return _build(c, ref, n, est, caps, reasons, target)
+        return _build(c, ref, n, est, caps, reasons, target, fill)
 
     if fastest is not None:
         seconds, ref, n, est, caps = fastest
@@ -560,12 +727,20 @@ def plan(
             f"no model meets the {target:.0f} s target for the reference turn on this machine "
             f"(tried: {', '.join(too_slow)}{', ...' if len(too_slow) == 3 else ''}); choosing the "
             f"fastest registry model, {ref.id} x {n}: expect about {seconds:.0f} s")
-        return _build(c, ref, n, est, caps, reasons, target)
+        return _build(c, ref, n, est, caps, reasons, target, fill)
 
     ref = registry.embedded()
     est = c.estimates(ref)
     caps = c.capacity(est)
     fit = sum(caps.values())
+    if mobile and not offline:
+        smallest = min((r for r in registry.refs(include_embedded=False) if mobile_allows(r)),
+                       key=lambda r: r.quant.size, default=None)
+        why = "" if smallest is None else (
+            f": the smallest, {smallest.id}, needs "
+            f"{_fmt(next(iter(c.estimates(smallest).values())).for_instances(need))} for {need}")
+        reasons.append(f"phone: no 1-3B model at Q4 or lower fits {need} instance(s) in "
+                       f"{_fmt(b.total)} ({b.rule}){why}")
     reasons.append(
         "no registry model is available offline" if offline
         else f"no registry model fits {need} instance(s) in the budget"
@@ -578,7 +753,7 @@ def plan(
                             f"({fit} fit in {_fmt(b.total)})")
         reasons.append("warning: even one embedded instance exceeds the budget")
         caps = {d.device: max(caps[d.device], 1) for d in b.devices}
-    return _build(c, ref, n, est, caps, reasons, target)
+    return _build(c, ref, n, est, caps, reasons, target, fill)
 
 
 def list_variants(
@@ -643,9 +818,10 @@ def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
 
     registry = registry or load_registry()
     rows = [
-        "| Machine | Budget | Model | Quant | Instances | Per instance | Total | Placement "
-        "| Bandwidth / compute (effective) | Decode tok/s | Reference turn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Machine | Budget | Model | Quant | Instances | Context x slots | Per instance "
+        "| Total | Used | Placement | Bandwidth / compute (effective) | Decode tok/s "
+        "| Reference turn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, profile in reference_profiles().items():
         p = plan(profile, registry, ctx=ctx, parallel=parallel, locate=lambda _ref: None)
@@ -657,8 +833,9 @@ def reference_table(registry: Registry | None = None, *, ctx: int = DEFAULT_CTX,
         slow = "" if sp.seconds <= (p.latency_target or float("inf")) else " (over target)"
         rows.append(
             f"| {name} | {p.budget.total / GiB:.1f} GiB ({p.budget.rule}) | {model} | {p.quant} "
-            f"| {p.instances} | {p.per_instance_memory / GiB:.2f} GiB | "
-            f"{p.total_memory / GiB:.2f} GiB | {where} | {dev.bandwidth / 1e9:.0f} GB/s / "
+            f"| {p.instances} | {p.ctx} x {p.parallel} | {p.per_instance_memory / GiB:.2f} GiB | "
+            f"{p.total_memory / GiB:.2f} GiB | {p.used_fraction:.0%} | {where} | "
+            f"{dev.bandwidth / 1e9:.0f} GB/s / "
             f"{dev.flops / 1e12:.2f} TFLOP/s | {sp.decode_tps:.0f} | {sp.seconds:.0f} s{slow} |"
         )
     return "\n".join(rows) + "\n"

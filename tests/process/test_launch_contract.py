@@ -1,7 +1,7 @@
 """One launch contract: every route gives the same placement on each reference machine.
 
 Routes: ``--model auto``, ``family:size:quant``, ``--interactive`` (no TTY: the recommended
-plan), an explicit ``.gguf`` path, and MLX on Apple Silicon. Machines: the 8 of
+plan), an explicit ``.gguf`` path, and MLX on Apple Silicon. Machines: the 10 of
 ``docs/planner.md`` (``localswarm.hardware.synthetic``), simulated with ``LOCALSWARM_HARDWARE``.
 The planned model is "cached" under its registry name as a file that is not a GGUF, so every
 route plans from the registry's figures (as on a first run) and the ``.gguf`` route has a path. The binary is the FAKE llama-server (tests/fakes/fake_llama_server.py), which records its argv.
@@ -113,7 +113,10 @@ def test_every_route_gives_the_same_placement(machine: str, tmp_path: Path, monk
 
         assert flag("-ngl") == ("0" if profile.kind.value == "cpu-only" else "999")
         assert flag("-t") == flag("-tb") == str(max(1, (profile.cpu.logical_cores or 1) // n))
-        assert flag("-np") == "2" and flag("-c") == str(4096 * 2)
+        # the plan's slots and context per slot (issue 13's fill, issue 14's phone 2048)
+        planned = provision.make_plan("auto", instances=None, ctx=4096, parallel=2)
+        assert flag("-np") == str(planned.parallel) and flag("-c") == str(planned.ctx * planned.parallel)
+        assert planned.parallel >= 2 and (planned.ctx >= 4096 or profile.kind.value == "mobile")
         assert (flag("--main-gpu") is not None) == bool(profile.discrete_gpus)
     if len(profile.discrete_gpus) > 1:  # instances spread over the GPUs, each pinned to one
         assert {a[a.index("--main-gpu") + 1] for a in auto} == {str(g.index) for g in profile.discrete_gpus}
