@@ -234,7 +234,9 @@ def draw(n: int, seed: int) -> list[str]:
 class Swarm:
     """``python -m localswarm up --instances 2`` in its own process, over fake or real instances."""
 
-    def __init__(self, tmp: Path, *, real: bool, instances: int = 2) -> None:
+    started: float  # time.monotonic() just before the process was started
+
+    def __init__(self, tmp: Path, *, real: bool, instances: int = 2, model_args: list[str] | None = None) -> None:
         self.port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "up.log"
@@ -243,12 +245,15 @@ class Swarm:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         argv = [sys.executable, "-m", "localswarm", "up", "--instances", str(instances), "--port", str(self.port),
                 "--log-level", "warning"]
-        if real:
+        if model_args is not None:  # the caller's choice (bench/success_metrics.py: the user's defaults)
+            argv += model_args
+        elif real:
             argv += ["--model", "embedded", "--threads", "2", "--ctx-size", "1024"]
         else:
             model = tmp / "fake.gguf"
             model.write_bytes(b"GGUF fake")
             argv += ["--model", str(model), "--llama-server", str(fake_binary(tmp))]
+        self.started = time.monotonic()
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.process = psutil.Process(self.proc.pid)
