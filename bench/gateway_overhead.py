@@ -13,6 +13,7 @@ Run: .venv/bin/python bench/gateway_overhead.py [--runs 7] [--tokens 64] [--inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -90,6 +91,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--instances", type=int, default=2)
+    ap.add_argument("--skip-consensus", action="store_true", help="only the gateway-overhead rows")
     ap.add_argument("--note", default="", help="a sentence on the conditions (load), added to the section")
     ap.add_argument("--write", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
@@ -97,7 +99,8 @@ def main() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     rows = []
     with httpx.Client(timeout=300) as client:
-        with gateway(1, cores, binary, model) as gw1, gateway(args.instances, cores, binary, model) as gwn:
+        with gateway(1, cores, binary, model) as gw1, \
+                (contextlib.nullcontext() if args.skip_consensus else gateway(args.instances, cores, binary, model)) as gwn:
             inst = gw1.supervisor.instances[0]
             # Only one swarm decodes at a time (calls alternate), so each has the cores to itself.
             for stream in (False, True):
@@ -107,7 +110,17 @@ def main() -> int:
                     lambda: timed(client, gw1.url + "/v1/chat/completions", body(args.tokens, stream), {}),
                     args.runs)
                 rows.append(("gateway (1 instance) vs llama-server direct", stream, direct, via, ratio, ttft))
-            for stream in (False, True):
+            # The gateway always asks its instances to stream (a cancelled request then frees the
+            # slot at once): what streaming costs llama-server itself is part of the non-streamed
+            # overhead above.
+            direct_url, direct_headers = inst.base_url + "/v1/chat/completions", {**inst.auth_headers(),
+                                                                                   "Connection": "close"}
+            plain, streamed, ratio, ttft = paired(
+                lambda: timed(client, direct_url, body(args.tokens, False), direct_headers),
+                lambda: timed(client, direct_url, body(args.tokens, True), direct_headers),
+                args.runs)
+            rows.append(("llama-server direct: streamed vs non-streamed", True, plain, streamed, ratio, ttft))
+            for stream in (() if args.skip_consensus else (False, True)):
                 one, many, ratio, ttft = paired(
                     lambda: timed(client, gw1.url + "/v1/chat/completions", body(args.tokens, stream), {}),
                     lambda: timed(client, gwn.url + "/v1/chat/completions", body(args.tokens, stream), {}),
@@ -129,6 +142,8 @@ def main() -> int:
     ]
     for name, stream, base, comp, ratio, ttft in rows:
         mode = "streamed" if stream else "non-streamed"
+        if name.startswith("llama-server direct"):
+            mode = "both"
         line = (f"| {name} | {mode} | {base[0]:.3f} | {comp[0]:.3f} | {comp[0] / base[0]:.3f}x | {ratio:.3f}x | "
                 f"{base[1]:.3f} | {comp[1]:.3f} | {ttft * 1000:+.1f} |")
         lines.append(line)

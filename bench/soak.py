@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -89,6 +90,8 @@ class Result:
     fds_end: int = 0
     restarts: int = 0
     pids_changed: int = 0
+    log_errors: list[str] = field(default_factory=list)  # the gateway log's ERROR lines and tracebacks
+    dead_socket_writes: int = 0  # asyncio's "socket.send() raised exception." warnings
 
     @property
     def rss_growth(self) -> int:
@@ -106,6 +109,10 @@ class Result:
             out.append(f"gateway RSS grew {self.rss_growth / MIB:.1f} MiB (limit {RSS_GROWTH_LIMIT / MIB:.0f})")
         if abs(self.fds_end - self.fds_start) > FD_TOLERANCE:
             out.append(f"gateway open fds {self.fds_start} -> {self.fds_end}")
+        if self.log_errors:
+            out.append(f"{len(self.log_errors)} errors in the gateway log, e.g. {self.log_errors[:2]}")
+        if self.dead_socket_writes:
+            out.append(f"{self.dead_socket_writes} writes to clients already gone (asyncio warnings)")
         if self.restarts or self.pids_changed:
             out.append(f"instances restarted: {self.restarts} restarts, {self.pids_changed} new pids")
         return out
@@ -336,6 +343,9 @@ def soak(requests: int = 10_000, concurrency: int = 8, *, real: bool = False, se
             result.pids_changed = sum(a["pid"] != b["pid"] for a, b in zip(before["instances"], after["instances"]))
         finally:
             swarm.stop()
+            log = swarm.log.read_text(errors="replace").splitlines()
+            result.log_errors = [line for line in log if "Traceback" in line or re.search(r"\b(ERROR|CRITICAL)\b", line)]
+            result.dead_socket_writes = sum("socket.send() raised exception" in line for line in log)
     return result
 
 
@@ -372,6 +382,8 @@ def report(r: Result) -> str:
         f"({r.rss_start / MIB:.1f} -> {r.rss_end / MIB:.1f}, peak {r.rss_peak / MIB:.1f}) |",
         f"| gateway open fds, start -> end | flat (± {FD_TOLERANCE}) | {r.fds_start} -> {r.fds_end} |",
         f"| instance restarts | 0 | {r.restarts} (pids changed: {r.pids_changed}) |",
+        f"| gateway log: ERROR lines and tracebacks; writes to clients already gone | 0; 0 | "
+        f"{len(r.log_errors)}; {r.dead_socket_writes} |",
         "",
         f"HTTP statuses: {status}. Result: {verdict}.",
         "",
