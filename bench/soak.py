@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,12 @@ async def one(client: httpx.AsyncClient, kind: str, rng: random.Random, result: 
 
     if kind == "leave_wait":  # a client that gives up before the answer: the call is cancelled
         try:
-            await asyncio.wait_for(client.post(path, **kw), timeout=rng.uniform(0.005, 0.05))
+            r = await asyncio.wait_for(client.post(path, **kw), timeout=rng.uniform(0.005, 0.05))
         except asyncio.TimeoutError:
             return
+        result.statuses[r.status_code] += 1  # answered before the client gave up
+        if r.status_code != 200:
+            problem(f"status {r.status_code}", r.text)
         return
     try:
         await _answer(client, kind, rng, result, path, kw, problem)
@@ -179,7 +183,7 @@ async def one(client: httpx.AsyncClient, kind: str, rng: random.Random, result: 
 
 
 async def _answer(client: httpx.AsyncClient, kind: str, rng: random.Random, result: Result, path: str,
-                  kw: dict[str, Any], problem: Any) -> None:
+                  kw: dict[str, Any], problem: Callable[[str, str], None]) -> None:
     streamed = kw.get("json", {}).get("stream") is True
     async with client.stream("POST", path, **kw) as r:
         result.statuses[r.status_code] += 1
@@ -346,6 +350,9 @@ def soak(requests: int = 10_000, concurrency: int = 8, *, real: bool = False, se
             log = swarm.log.read_text(errors="replace").splitlines()
             result.log_errors = [line for line in log if "Traceback" in line or re.search(r"\b(ERROR|CRITICAL)\b", line)]
             result.dead_socket_writes = sum("socket.send() raised exception" in line for line in log)
+            first = next((i for i, line in enumerate(log) if line in result.log_errors[:1]), None)
+            if first is not None:
+                result.examples.append("gateway log:\n" + "\n".join(log[first:first + 40]))
     return result
 
 
