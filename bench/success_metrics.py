@@ -62,6 +62,7 @@ def drop_page_cache() -> bool:
 
 def start(tmp: Path) -> tuple[Swarm, float]:
     """`up` with the embedded model; (swarm, seconds from start to READY)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     swarm = Swarm(tmp, real=True, instances=INSTANCES, model_args=["--model", "embedded"])
     swarm.wait_ready(INSTANCES, timeout=300)
     return swarm, time.monotonic() - swarm.started
@@ -174,7 +175,8 @@ def main() -> int:
         "",
         f"Measured {time.strftime('%Y-%m-%d')} by `bench/success_metrics.py` ({cores} cores, "
         f"{ram / GiB:.0f} GiB RAM, {platform.machine()}, Python {platform.python_version()}), measured under load: "
-        f"other engineers' jobs shared the 2 cores (1-minute load average {load:.1f} at the end), so the times "
+        f"other jobs (other engineers' test suites, this session's soak) shared the {cores} cores "
+        f"(1-minute load average {load:.1f} at the end), so the times "
         f"are upper bounds for this machine. `python -m localswarm up --model embedded` (real llama-server, "
         f"SmolLM2-135M Q4_1, {INSTANCES} instances, threads {figures['threads']}, the default context and slots), "
         f"as a user runs it. Cold: {cold_means}. Warm: started again at once.",
