@@ -91,12 +91,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--instances", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="threads per swarm (default: all cores)")
     ap.add_argument("--skip-consensus", action="store_true", help="only the gateway-overhead rows")
     ap.add_argument("--note", default="", help="a sentence on the conditions (load), added to the section")
     ap.add_argument("--write", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
     binary, model = find_llama_server(), embedded_model_path()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = args.threads or machine
     rows = []
     with httpx.Client(timeout=300) as client:
         with gateway(1, cores, binary, model) as gw1, \
@@ -131,10 +133,10 @@ def main() -> int:
         "## Gateway overhead and consensus latency",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} by `bench/gateway_overhead.py` on this project's CI machine "
-        f"({cores} cores, {platform.machine()}, Python {platform.python_version()}), real llama-server "
+        f"({machine} cores, {platform.machine()}, Python {platform.python_version()}), real llama-server "
         f"with the embedded SmolLM2-135M Q4_1, {args.tokens} tokens per answer (`ignore_eos`), same prompt "
-        f"and seed, median of {args.runs} runs after one warm-up, the two sides alternating call by call. Threads: the single instance gets all "
-        f"{cores} cores; {args.instances} instances share them ({max(1, cores // args.instances)} each).",
+        f"and seed, median of {args.runs} runs after one warm-up, the two sides alternating call by call. Threads: the single instance gets "
+        f"{cores} thread(s); {args.instances} instances share them ({max(1, cores // args.instances)} each).",
         "",
         "| comparison | mode | baseline median s | compared median s | ratio of medians | median of paired ratios "
         "| baseline TTFT s | compared TTFT s | median paired TTFT difference ms |",
