@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -45,6 +45,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     messages = {404: f"Unknown route {request.url.path}.", 405: f"Method {request.method} not allowed on {request.url.path}."}
     return APIError(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
                     code="not_found" if exc.status_code == 404 else None).response()
+
+
+async def _client_left(request: Request, exc: Exception) -> Response:
+    """The client hung up before its request body arrived: nobody to answer, nothing went wrong."""
+    logger.info("client disconnected before its request to %s arrived", request.url.path)
+    return Response(status_code=499)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -108,7 +114,8 @@ def create_app(
         routes=[*ROUTES, Route("/metrics", metrics_endpoint(metrics), methods=["GET"])],
         lifespan=lifespan,
         middleware=middleware,
-        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, ClientDisconnect: _client_left,
+                            Exception: _server_error},
     )
     app.state.counters = counters
     app.state.metrics = metrics

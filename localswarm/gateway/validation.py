@@ -15,34 +15,58 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from localswarm.gateway import schema
 from localswarm.gateway.errors import APIError, invalid
 
+#: how much of a body over ``max_body_bytes`` is still read (and dropped) so its 413 reaches the client
+DRAIN_BYTES = 32 * 2**20
 MAX_DEPTH = 64  # nesting of arrays/objects; real requests (tool schemas included) stay far below
 
 
 async def read_capped(request: Request, max_bytes: int) -> bytes | None:
-    """The raw body, or None as soon as it is known to exceed ``max_bytes`` (declared or read).
+    """The raw body, or None when it exceeds ``max_bytes`` (declared or read; see :func:`_drain`).
 
     The one body reader of the app: the OpenAI routes (:func:`read_json`) and federation's
     routes each turn None into their own 413.
     """
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    over = bool(declared and declared.isdigit() and int(declared) > max_bytes)
+    if over and int(declared or 0) > max_bytes + DRAIN_BYTES:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         size += len(chunk)
-        if size > max_bytes:
+        if over or size > max_bytes:
+            await _drain(stream, size - max_bytes)
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+    return None if over else b"".join(chunks)
+
+
+async def _drain(stream: AsyncIterator[bytes], past: int) -> None:
+    """Read and drop the rest of an oversized body, up to DRAIN_BYTES past the limit.
+
+    A client sends its whole body before it reads the answer (the openai SDK, httpx and
+    requests do). Closing the connection with that body unread makes the kernel reset it,
+    and the reset destroys the 413 already sent: the client sees a connection error (and
+    retries) instead of the refusal. Reading the rest lets the 413 arrive; the time it may
+    take is bounded by ``body_timeout``, and a body more than DRAIN_BYTES over is dropped.
+    """
+    try:
+        async for chunk in stream:
+            past += len(chunk)
+            if past > DRAIN_BYTES:
+                return
+    except ClientDisconnect:
+        return
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:

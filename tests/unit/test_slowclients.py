@@ -13,8 +13,9 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from localswarm.config import Settings
 from localswarm.gateway.errors import APIError
 from localswarm.gateway.slowclients import BodyTimeoutMiddleware, server_options
+from localswarm.gateway.validation import DRAIN_BYTES, read_json
 from localswarm.supervisor.instance import free_port
 
 SETTINGS = Settings(header_timeout=1.0, body_timeout=1.5, max_header_bytes=4096)
@@ -33,6 +35,10 @@ SETTINGS = Settings(header_timeout=1.0, body_timeout=1.5, max_header_bytes=4096)
 
 async def echo(request: Request) -> Response:
     return PlainTextResponse(await request.body())
+
+
+async def capped(request: Request) -> Response:
+    return PlainTextResponse(str(await read_json(request, max_bytes=1000)))
 
 
 async def slow(request: Request) -> Response:
@@ -51,7 +57,8 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]), Route("/slow", slow)],
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]), Route("/slow", slow),
+                            Route("/capped", capped, methods=["POST"])],
                     middleware=[Middleware(BodyTimeoutMiddleware, timeout=SETTINGS.body_timeout)],
                     exception_handlers={APIError: api_error})
     port = free_port()
@@ -176,3 +183,33 @@ def test_well_behaved_clients_are_not_disturbed(server: int) -> None:
     answer = _read_all(sock)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 200 ") and b"chunk2" in answer
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_oversized_body_gets_its_413_not_a_reset(server: int, chunked: bool) -> None:
+    """A client that sends all its body before reading (httpx, the openai SDK) reads the 413.
+
+    Found by bench/soak.py: answered and closed with megabytes unread, the kernel reset the
+    connection and the client saw a ReadError instead of the 413 (and the SDK retried).
+    """
+    body = b"x" * (16 * 2**20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 2**20):
+            yield body[i:i + 2**20]
+
+    async def post_three() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=15) as client:  # the sync client happens to cope
+            return [await client.post(f"http://127.0.0.1:{server}/capped", content=chunks() if chunked else body)
+                    for _ in range(3)]  # and the connection stays usable
+
+    for r in asyncio.run(post_three()):
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_body_far_over_the_limit_is_not_read(server: int) -> None:
+    """Past DRAIN_BYTES the declared length alone is refused: 413 and the connection closes."""
+    sock = _connect(server)
+    sock.sendall(f"POST /capped HTTP/1.1\r\nHost: x\r\nContent-Length: {DRAIN_BYTES + 2000}\r\n\r\n".encode())
+    assert _read_all(sock).startswith(b"HTTP/1.1 413 ")
+    sock.close()
