@@ -17,7 +17,8 @@ import platform
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def prompt_ids(n: int, vocab: int) -> list[int]:
-    """``n`` deterministic token ids spread over the vocabulary (timing does not need text)."""
+def prompt_ids(n: int, vocab: int, salt: int = 0) -> list[int]:
+    """``n`` deterministic token ids spread over the vocabulary (timing does not need text);
+    another ``salt`` gives a prompt that shares no prefix with this one."""
     span = max(vocab - 1100, 1)
-    return [1000 + (i * 7919) % span for i in range(n)]
+    return [1000 + (i * 7919 + salt * 104729) % span for i in range(n)]
 
 
 def _start(binary: Path, model: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -96,8 +98,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> Non
     raise CalibrationError(f"llama-server not ready after {timeout:.0f} s")
 
 
-def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
-              cache_prompt: bool = False) -> RunTimings:
+def complete(base: str, ids: list[int], n_predict: int, timeout: float = 600.0,
+             cache_prompt: bool = False) -> RunTimings:
+    """One ``/completion`` of token ids, exactly ``n_predict`` tokens; llama-server's timings."""
     r = httpx.post(base + "/completion", timeout=timeout, json={
         "prompt": ids, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
         "temperature": 0.0, "seed": 1})
@@ -108,37 +111,21 @@ def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
                       int(t["predicted_n"]), float(t["predicted_per_second"]))
 
 
-def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
-            prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
-            ctx: int = CAL_CTX, ready_timeout: float = 120.0,
-            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
-    """Start ``instances`` servers (the cores divided among them, as ``up`` does), send each
-    one request at the same time, return their timings. Every process is stopped.
-
-    With ``follow_up`` each server then gets the same prompt extended by that many ids
-    (the prefix from its cache) and the timings list holds both rounds, first round first.
-    """
+@contextmanager
+def servers(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
+            ctx: int = CAL_CTX, ready_timeout: float = 120.0) -> Iterator[list[str]]:
+    """``instances`` ready llama-servers of ``model`` (the threads divided among them, as
+    ``up`` does, one slot each); their base URLs. Every process is stopped on exit."""
     from ..supervisor.supervisor import threads_per_instance
 
     per = threads_per_instance(instances, threads)
-    vocab = read_gguf_meta(model).vocab_size or 32000
-    ids = prompt_ids(prompt_tokens, vocab)
     procs: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for _ in range(instances):
-            procs.append(_start(binary, model, per,
-                                max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)))
+            procs.append(_start(binary, model, per, ctx))
         for proc, base in procs:
             _wait_ready(proc, base, ready_timeout)
-        longer = prompt_ids(prompt_tokens + follow_up, vocab)
-        out: list[RunTimings] = []
-        with ThreadPoolExecutor(max_workers=instances) as pool:
-            rounds = [(ids, bool(follow_up))] + ([(longer, True)] if follow_up else [])
-            for prompt, cache in rounds:
-                futures = [pool.submit(_complete, base, prompt, output_tokens, request_timeout,
-                                       cache) for _, base in procs]
-                out += [f.result() for f in futures]
-        return out
+        yield [base for _, base in procs]
     finally:
         for proc, _ in procs:
             proc.terminate()
@@ -148,6 +135,47 @@ def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | Non
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def at_once(bases: Sequence[str], ids: list[int], n_predict: int, *, timeout: float = 600.0,
+            cache_prompt: bool = False) -> list[RunTimings]:
+    """The same request sent to every server at the same time; their timings in order."""
+    with ThreadPoolExecutor(max_workers=len(bases)) as pool:
+        futures = [pool.submit(complete, base, ids, n_predict, timeout, cache_prompt)
+                   for base in bases]
+        return [f.result() for f in futures]
+
+
+def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
+            prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
+            ctx: int = CAL_CTX, ready_timeout: float = 120.0,
+            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
+    """Start ``instances`` servers, send each one request at the same time, return their
+    timings. Every process is stopped.
+
+    With ``follow_up`` each server then gets the same prompt extended by that many ids
+    (the prefix from its cache) and the timings list holds both rounds, first round first.
+    """
+    vocab = read_gguf_meta(model).vocab_size or 32000
+    ctx = max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)
+    with servers(binary, model, instances=instances, threads=threads, ctx=ctx,
+                 ready_timeout=ready_timeout) as bases:
+        out = at_once(bases, prompt_ids(prompt_tokens, vocab), output_tokens,
+                      timeout=request_timeout, cache_prompt=bool(follow_up))
+        if follow_up:
+            out += at_once(bases, prompt_ids(prompt_tokens + follow_up, vocab), output_tokens,
+                           timeout=request_timeout, cache_prompt=True)
+        return out
+
+
+def calibration_round(base: str, vocab: int, salt: int = 0) -> tuple[RunTimings, RunTimings]:
+    """The calibration's two requests to a running server (``salt``: a fresh prompt, so an
+    earlier round's cache does not serve the first)."""
+    first = complete(base, prompt_ids(CAL_PROMPT_TOKENS, vocab, salt), CAL_OUTPUT_TOKENS,
+                     cache_prompt=True)
+    deeper = complete(base, prompt_ids(CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS, vocab, salt),
+                      CAL_OUTPUT_TOKENS, cache_prompt=True)
+    return first, deeper
 
 
 def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | None = None, *,
@@ -167,8 +195,8 @@ def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | Non
 def calibration_timings(binary: Path, model: Path, *, threads: int | None = None,
                         ) -> tuple[RunTimings, RunTimings]:
     """The calibration's two requests on one server (all cores)."""
-    first, deeper = measure(binary, model, threads=threads, follow_up=CAL_FOLLOW_UP_TOKENS)
-    return first, deeper
+    with servers(binary, model, threads=threads) as bases:
+        return calibration_round(bases[0], read_gguf_meta(model).vocab_size or 32000)
 
 
 CAL_DEEPER_POS = CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS + CAL_OUTPUT_TOKENS / 2
