@@ -6,8 +6,8 @@ here) gets, in order:
 
 1. opencode's recorded first turn (tests/fixtures/opencode/first-turn-1.18.33.json: system
    prompt, 10 tools, the user's request);
-2. another session's first turn (same system prompt and tools, another request): it takes the
-   other slot, and shows that the shared system prompt is reused across sessions too;
+2. another session's first turn (same system prompt and tools, another request): it shows
+   that the shared system prompt and tools are reused across sessions too;
 3. the first session's second turn (turn 1 + the model's answer + a new user message): slot
    similarity (``--slot-prompt-similarity``) sends it to the slot holding its prefix;
 4. the same second turn with ``cache_prompt: false``, the cost without the cache.
@@ -87,7 +87,7 @@ def run(binary: Path, model: Path, threads: int) -> list[tuple[str, dict[str, An
                            {"role": "user", "content": "Now say goodbye in one word."}]
         second = _post(base, a2)
         cold = _post(base, {**a2, "cache_prompt": False})
-        return [("session A, turn 1", first), ("session B, turn 1 (other slot)", other),
+        return [("session A, turn 1", first), ("session B, turn 1 (same system prompt and tools)", other),
                 ("session A, turn 2", second), ("session A, turn 2, `cache_prompt: false`", cold)]
     finally:
         proc.terminate()
