@@ -7,7 +7,7 @@ whose load drifts compares like with like. The prediction for a configuration co
 :mod:`localswarm.models.speed` with that calibration; llama-server's own ``timings`` are the
 measurement. ``tests/integration/test_speed_estimate.py`` runs the same comparison.
 
-    python bench/speed_estimate.py [--prompt 512] [--output 64] [--write docs/planner.md]
+    python bench/speed_estimate.py [--prompt 384] [--output 48] [--threads 1] [--write docs/planner.md]
 """
 
 from __future__ import annotations
@@ -124,10 +124,10 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompt", type=int, default=512)
-    ap.add_argument("--output", type=int, default=64)
+    ap.add_argument("--prompt", type=int, default=384)
+    ap.add_argument("--output", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", type=Path)
     args = ap.parse_args(argv)
     server = find_llama_server()

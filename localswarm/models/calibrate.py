@@ -157,28 +157,6 @@ def at_once(bases: Sequence[str], ids: list[int], n_predict: int, *, timeout: fl
         return [f.result() for f in futures]
 
 
-def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
-            prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
-            ctx: int = CAL_CTX, ready_timeout: float = 120.0,
-            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
-    """Start ``instances`` servers, send each one request at the same time, return their
-    timings. Every process is stopped.
-
-    With ``follow_up`` each server then gets the same prompt extended by that many ids
-    (the prefix from its cache) and the timings list holds both rounds, first round first.
-    """
-    vocab = read_gguf_meta(model).vocab_size or 32000
-    ctx = max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)
-    with servers(binary, model, instances=instances, threads=threads, ctx=ctx,
-                 ready_timeout=ready_timeout) as bases:
-        out = at_once(bases, prompt_ids(prompt_tokens, vocab), output_tokens,
-                      timeout=request_timeout, cache_prompt=bool(follow_up))
-        if follow_up:
-            out += at_once(bases, prompt_ids(prompt_tokens + follow_up, vocab), output_tokens,
-                           timeout=request_timeout, cache_prompt=True)
-        return out
-
-
 def calibration_round(base: str, vocab: int, salt: int = 0) -> tuple[RunTimings, RunTimings]:
     """The calibration's two requests to a running server (``salt``: a fresh prompt, so an
     earlier round's cache does not serve the first)."""
@@ -293,7 +271,7 @@ def cached_or_calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
 
 
 __all__: Sequence[str] = ("CalibrationError", "RunTimings", "cached", "cached_or_calibrate",
-                          "calibrate", "measure", "machine_key", "machine_speeds")
+                          "calibrate", "machine_key", "machine_speeds", "servers", "at_once")
 
 #: ``0`` turns off the calibration the first ``up`` makes (tests, scripted installs); the
 #: planner then keeps the published figures / the conservative CPU default.
