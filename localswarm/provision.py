@@ -106,8 +106,12 @@ class PlanPolicy:
 
 def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
               interactive: bool = False, chooser: Callable[..., Any] | None = None,
-              devices: list[str] | None = None, offline: bool = False, policy: PlanPolicy | None = None) -> Any:
+              devices: list[str] | None = None, offline: bool = False, policy: PlanPolicy | None = None,
+              calibrate: bool = False, say: Callable[[str], None] | None = None) -> Any:
     """Run the planner for ``auto`` or ``family:size:quant`` on the detected hardware.
+
+    ``calibrate``: measure this machine's speed first when no calibration of it (and of
+    this llama-server binary) is cached (``up`` does; ``say`` gets one line about it).
 
     ``offline``: only models already in the cache (and the embedded one) are considered.
     ``policy``: the user's budget fractions, instance bounds and preferred families.
@@ -128,9 +132,9 @@ def make_plan(spec: str, *, instances: int | None, ctx: int, parallel: int,
         return (chooser or choose_plan)(profile, registry, ctx=ctx, parallel=parallel, locate=locate_cached)
     model = None if spec == "auto" else spec
     devs = [int(d) if d.isdigit() else d for d in devices] if devices else None
-    from localswarm.models.calibrate import machine_speeds
+    from localswarm.models.calibrate import auto_calibration, machine_speeds
 
-    speeds = machine_speeds(profile)
+    speeds = machine_speeds(profile, calibrate_now=calibrate and auto_calibration(), say=say)
     reasons: list[str] = []
     if model is None and policy.preferred_models and not offline:
         rows = list_variants(profile, registry, ctx=ctx, parallel=parallel,
@@ -247,7 +251,7 @@ def _resolve(spec: str | None, *, instances: int | None, ctx: int, parallel: int
             say(note)
         return r
     p = make_plan(spec, instances=instances, ctx=ctx, parallel=parallel, interactive=interactive, devices=devices,
-                  policy=policy)
+                  policy=policy, calibrate=True, say=say)
     notes = _Notes(say)
     for line in [f"plan: {p.summary()}", *[f"  - {r}" for r in p.reasons]]:
         notes.append(line)

@@ -38,5 +38,7 @@ def _isolate_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reques
         d.mkdir()
         monkeypatch.setenv(f"LOCALSWARM_{name}_DIR", str(d))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The first `up` calibrates this machine's speed (issue 15); a test that is about it opts in.
+    monkeypatch.setenv("LOCALSWARM_AUTO_CALIBRATE", "0")
     if _SUITE_LLAMA_SERVER and request.node.get_closest_marker("integration"):
         monkeypatch.setenv("LOCALSWARM_LLAMA_SERVER", _SUITE_LLAMA_SERVER)

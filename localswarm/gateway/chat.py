@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from localswarm.consensus import tool_calls_to_stream_deltas
 from localswarm.gateway import fanout
 from localswarm.gateway.fastest import relay_fastest
-from localswarm.gateway.queue import client_key, pick
+from localswarm.gateway.queue import client_key
 from localswarm.gateway.request import ChatRequest, parse_chat
 from localswarm.gateway.rounds import Round, ready_instances, usage, vote_round
 from localswarm.gateway.state import GatewayState, gateway_state
@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
 
         def events_for(width: int) -> AsyncIterator[str]:
             widths.append(width)
-            chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
+            chosen = state.affinity.choose(state.supervisor.ready_instances() or instances, width, req.body)
             federated = state.federation is not None and state.federation.should_coordinate()
             if req.n == 1 and (fastest or (len(chosen) == 1 and not federated)):
                 # One voter, or the fastest wins: relay the upstream stream as it comes (a
@@ -94,7 +94,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     started = time.monotonic()
 
     async def vote(width: int) -> Round:
-        chosen = pick(state.supervisor.ready_instances() or instances, width)  # ready now, after the wait
+        chosen = state.affinity.choose(state.supervisor.ready_instances() or instances, width, req.body)
         return await vote_round(state, chosen, req.upstream, req.strategy, n=req.n)
 
     voted = await unless_client_leaves(request, queue.run(ticket, vote))

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from localswarm import __version__
 from localswarm.config import Settings
 from localswarm.consensus import VoteResult
+from localswarm.gateway.affinity import Affinity
 from localswarm.gateway.counters import RequestCounters
 from localswarm.gateway.queue import AdmissionQueue
 from localswarm.supervisor.supervisor import Supervisor
@@ -53,6 +54,8 @@ class GatewayState:
     metrics: Metrics | None = None
     # Queue, don't refuse (issue 13): generating requests wait here for instance slots.
     queue: AdmissionQueue = field(init=False)
+    # A conversation's next turn goes to the instances holding its cached prefix (issue 15).
+    affinity: Affinity = field(default_factory=Affinity)
 
     def __post_init__(self) -> None:
         s = self.settings

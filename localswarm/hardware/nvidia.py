@@ -85,6 +85,7 @@ def _one(nvml: Any, handle: Any, index: int, driver: str | None) -> GPUInfo:
         cc = f"{int(major)}.{int(minor)}"
     except Exception as exc:
         logger.debug("hardware: NVML compute capability %d: %s", index, exc)
+    bandwidth, flops = _peaks(nvml, handle, index)
     return GPUInfo(
         vendor=Vendor.NVIDIA.value,
         name=name,
@@ -96,4 +97,32 @@ def _one(nvml: Any, handle: Any, index: int, driver: str | None) -> GPUInfo:
         unified=False,
         backend_hint="cuda",
         source="nvml",
+        memory_bandwidth=bandwidth,
+        fp16_flops=flops,
     )
+
+
+def _peaks(nvml: Any, handle: Any, index: int) -> tuple[float | None, float | None]:
+    """Peak memory bandwidth and FP16 FLOP/s from NVML (NVML API reference, Device Queries:
+    ``nvmlDeviceGetMemoryBusWidth`` in bits, ``nvmlDeviceGetMaxClockInfo`` with
+    ``NVML_CLOCK_MEM`` / ``NVML_CLOCK_SM`` in MHz, ``nvmlDeviceGetNumGpuCores``).
+
+    Bandwidth = bus width / 8 x memory clock x 2 (double data rate: an RTX 4090 reports 384
+    bits and 10,501 MHz, 1,008 GB/s; an H100 SXM 5,120 bits and 2,619 MHz, 3.35 TB/s).
+    FP16 = CUDA cores x 2 (one FMA) x SM clock: the non-tensor rate where it equals FP32
+    (Ada), a floor where FP16 runs faster.
+    """
+    bandwidth = flops = None
+    try:
+        bus = int(nvml.nvmlDeviceGetMemoryBusWidth(handle))
+        mem_mhz = int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM))
+        bandwidth = bus / 8 * mem_mhz * 1e6 * 2 if bus > 0 and mem_mhz > 0 else None
+    except Exception as exc:  # older drivers: NVMLError_NotSupported, FunctionNotFound
+        logger.debug("hardware: NVML bandwidth %d: %s", index, exc)
+    try:
+        cores = int(nvml.nvmlDeviceGetNumGpuCores(handle))
+        sm_mhz = int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM))
+        flops = cores * 2 * sm_mhz * 1e6 if cores > 0 and sm_mhz > 0 else None
+    except Exception as exc:
+        logger.debug("hardware: NVML cores %d: %s", index, exc)
+    return bandwidth, flops

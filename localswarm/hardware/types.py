@@ -51,6 +51,10 @@ class GPUInfo:
     unified: bool = False
     backend_hint: str | None = None
     source: str = ""
+    #: peak memory bandwidth (B/s) and FP16 FLOP/s as the driver reports them (NVML), the
+    #: speed estimate's prior for this GPU; None where unknown
+    memory_bandwidth: float | None = None
+    fp16_flops: float | None = None
 
     @property
     def discrete(self) -> bool:

@@ -17,7 +17,8 @@ import platform
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,17 +67,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def prompt_ids(n: int, vocab: int) -> list[int]:
-    """``n`` deterministic token ids spread over the vocabulary (timing does not need text)."""
+def prompt_ids(n: int, vocab: int, salt: int = 0) -> list[int]:
+    """``n`` deterministic token ids spread over the vocabulary (timing does not need text);
+    another ``salt`` gives a prompt that shares no prefix with this one."""
     span = max(vocab - 1100, 1)
-    return [1000 + (i * 7919) % span for i in range(n)]
+    return [1000 + (i * 7919 + salt * 104729) % span for i in range(n)]
 
 
-def _start(binary: Path, model: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[bytes], str]:
+def _device_flags(device: str) -> list[str]:
+    """``cpu``: no layers offloaded; ``gpuN``: every layer on that GPU, as ``up`` pins it."""
+    if device == "cpu":
+        return ["-ngl", "0"]
+    from ..launch import device_args
+
+    return ["-ngl", "99", *device_args([device])[0]]
+
+
+def _start(binary: Path, model: Path, threads: int, ctx: int,
+           device: str = "cpu") -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "-m", str(model),
             "-c", str(ctx), "-np", "1", "-t", str(threads), "-tb", str(threads),
-            "--no-webui", "-ngl", "0"]
+            "--no-webui", *_device_flags(device)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}"
@@ -96,8 +108,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> Non
     raise CalibrationError(f"llama-server not ready after {timeout:.0f} s")
 
 
-def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
-              cache_prompt: bool = False) -> RunTimings:
+def complete(base: str, ids: list[int], n_predict: int, timeout: float = 600.0,
+             cache_prompt: bool = False) -> RunTimings:
+    """One ``/completion`` of token ids, exactly ``n_predict`` tokens; llama-server's timings."""
     r = httpx.post(base + "/completion", timeout=timeout, json={
         "prompt": ids, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
         "temperature": 0.0, "seed": 1})
@@ -108,37 +121,22 @@ def _complete(base: str, ids: list[int], n_predict: int, timeout: float,
                       int(t["predicted_n"]), float(t["predicted_per_second"]))
 
 
-def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
-            prompt_tokens: int = CAL_PROMPT_TOKENS, output_tokens: int = CAL_OUTPUT_TOKENS,
-            ctx: int = CAL_CTX, ready_timeout: float = 120.0,
-            request_timeout: float = 600.0, follow_up: int = 0) -> list[RunTimings]:
-    """Start ``instances`` servers (the cores divided among them, as ``up`` does), send each
-    one request at the same time, return their timings. Every process is stopped.
-
-    With ``follow_up`` each server then gets the same prompt extended by that many ids
-    (the prefix from its cache) and the timings list holds both rounds, first round first.
-    """
+@contextmanager
+def servers(binary: Path, model: Path, *, instances: int = 1, threads: int | None = None,
+            ctx: int = CAL_CTX, ready_timeout: float = 120.0, device: str = "cpu",
+            ) -> Iterator[list[str]]:
+    """``instances`` ready llama-servers of ``model`` (the threads divided among them, as
+    ``up`` does, one slot each); their base URLs. Every process is stopped on exit."""
     from ..supervisor.supervisor import threads_per_instance
 
     per = threads_per_instance(instances, threads)
-    vocab = read_gguf_meta(model).vocab_size or 32000
-    ids = prompt_ids(prompt_tokens, vocab)
     procs: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for _ in range(instances):
-            procs.append(_start(binary, model, per,
-                                max(ctx, prompt_tokens + follow_up + 2 * output_tokens + 64)))
+            procs.append(_start(binary, model, per, ctx, device))
         for proc, base in procs:
             _wait_ready(proc, base, ready_timeout)
-        longer = prompt_ids(prompt_tokens + follow_up, vocab)
-        out: list[RunTimings] = []
-        with ThreadPoolExecutor(max_workers=instances) as pool:
-            rounds = [(ids, bool(follow_up))] + ([(longer, True)] if follow_up else [])
-            for prompt, cache in rounds:
-                futures = [pool.submit(_complete, base, prompt, output_tokens, request_timeout,
-                                       cache) for _, base in procs]
-                out += [f.result() for f in futures]
-        return out
+        yield [base for _, base in procs]
     finally:
         for proc, _ in procs:
             proc.terminate()
@@ -148,6 +146,25 @@ def measure(binary: Path, model: Path, *, instances: int = 1, threads: int | Non
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def at_once(bases: Sequence[str], ids: list[int], n_predict: int, *, timeout: float = 600.0,
+            cache_prompt: bool = False) -> list[RunTimings]:
+    """The same request sent to every server at the same time; their timings in order."""
+    with ThreadPoolExecutor(max_workers=len(bases)) as pool:
+        futures = [pool.submit(complete, base, ids, n_predict, timeout, cache_prompt)
+                   for base in bases]
+        return [f.result() for f in futures]
+
+
+def calibration_round(base: str, vocab: int, salt: int = 0) -> tuple[RunTimings, RunTimings]:
+    """The calibration's two requests to a running server (``salt``: a fresh prompt, so an
+    earlier round's cache does not serve the first)."""
+    first = complete(base, prompt_ids(CAL_PROMPT_TOKENS, vocab, salt), CAL_OUTPUT_TOKENS,
+                     cache_prompt=True)
+    deeper = complete(base, prompt_ids(CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS, vocab, salt),
+                      CAL_OUTPUT_TOKENS, cache_prompt=True)
+    return first, deeper
 
 
 def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | None = None, *,
@@ -165,10 +182,10 @@ def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | Non
 
 
 def calibration_timings(binary: Path, model: Path, *, threads: int | None = None,
-                        ) -> tuple[RunTimings, RunTimings]:
-    """The calibration's two requests on one server (all cores)."""
-    first, deeper = measure(binary, model, threads=threads, follow_up=CAL_FOLLOW_UP_TOKENS)
-    return first, deeper
+                        device: str = "cpu") -> tuple[RunTimings, RunTimings]:
+    """The calibration's two requests on one server (all cores; all layers on ``device``)."""
+    with servers(binary, model, threads=threads, device=device) as bases:
+        return calibration_round(bases[0], read_gguf_meta(model).vocab_size or 32000)
 
 
 CAL_DEEPER_POS = CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS + CAL_OUTPUT_TOKENS / 2
@@ -184,8 +201,8 @@ def device_from_calibration(model: Path, first: RunTimings, deeper: RunTimings, 
 # --- the cache -------------------------------------------------------------------------
 
 
-def machine_key(profile: HardwareProfile, binary: Path) -> str:
-    """Which machine and which binary a calibration belongs to."""
+def machine_key(profile: HardwareProfile, binary: Path, device: str = "cpu") -> str:
+    """Which machine, which binary and which of its devices a calibration belongs to."""
     try:
         st = binary.stat()
         bin_id = f"{binary.resolve()}:{st.st_size}:{int(st.st_mtime)}"
@@ -193,7 +210,8 @@ def machine_key(profile: HardwareProfile, binary: Path) -> str:
         bin_id = str(binary)
     raw = json.dumps([profile.hostname or platform.node(), profile.cpu.model, profile.cpu.arch,
                       profile.cpu.physical_cores, profile.cpu.logical_cores, bin_id])
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    key = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    return key if device == "cpu" else f"{key}:{device}"
 
 
 def _cache_path(directory: Path | None) -> Path:
@@ -209,9 +227,9 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None,
-           ) -> DeviceSpeed | None:
-    """The stored calibration of this machine and binary, if any."""
-    entry = _read(_cache_path(directory)).get(machine_key(profile, binary))
+           device: str = "cpu") -> DeviceSpeed | None:
+    """The stored calibration of this machine, binary and device, if any."""
+    entry = _read(_cache_path(directory)).get(machine_key(profile, binary, device))
     if not isinstance(entry, dict):
         return None
     try:
@@ -222,18 +240,21 @@ def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None
 
 
 def calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
-              directory: Path | None = None, threads: int | None = None) -> DeviceSpeed:
-    """Measure this machine with ``model`` through ``binary`` and cache the result."""
-    t, deeper = calibration_timings(binary, model, threads=threads)
+              directory: Path | None = None, threads: int | None = None,
+              device: str = "cpu") -> DeviceSpeed:
+    """Measure ``device`` of this machine with ``model`` through ``binary``; cache it."""
+    t, deeper = calibration_timings(binary, model, threads=threads, device=device)
+    where = "" if device == "cpu" else f" on {device}"
     speed = device_from_calibration(model, t, deeper, source=(
-        f"calibrated {time.strftime('%Y-%m-%d')} with {model.name}: prefill "
+        f"calibrated {time.strftime('%Y-%m-%d')} with {model.name}{where}: prefill "
         f"{t.prompt_per_second:.0f} tok/s ({t.prompt_n} tokens), decode "
         f"{t.predicted_per_second:.1f} tok/s, {deeper.predicted_per_second:.1f} tok/s "
         f"at {CAL_DEEPER_POS:.0f} tokens"))
     path = _cache_path(directory)
     data = _read(path)
-    data[machine_key(profile, binary)] = {**speed.to_dict(), "binary": str(binary),
-                                          "model": str(model), "measured_at": time.time()}
+    data[machine_key(profile, binary, device)] = {
+        **speed.to_dict(), "binary": str(binary), "model": str(model), "device": device,
+        "measured_at": time.time()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -250,27 +271,66 @@ def cached_or_calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
 
 
 __all__: Sequence[str] = ("CalibrationError", "RunTimings", "cached", "cached_or_calibrate",
-                          "calibrate", "measure", "machine_key")
+                          "calibrate", "machine_key", "machine_speeds", "servers", "at_once")
+
+#: ``0`` turns off the calibration the first ``up`` makes (tests, scripted installs); the
+#: planner then keeps the published figures / the conservative CPU default.
+AUTO_ENV = "LOCALSWARM_AUTO_CALIBRATE"
+
+
+def auto_calibration() -> bool:
+    """Whether the first ``up`` may calibrate (:data:`AUTO_ENV` not set to ``0``)."""
+    return os.environ.get(AUTO_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def drives_gpus(binary: Path) -> bool:
+    """Whether ``binary`` drives any GPU (``--list-devices``): a CPU-only build told to put
+    the layers on a GPU would measure the CPU."""
+    from ..backends.binary import probe
+
+    return bool(probe(binary, "calibration").devices)
 
 
 def machine_speeds(profile: HardwareProfile, *, binary: Path | None = None,
                    calibrate_now: bool = False, directory: Path | None = None,
-                   ) -> dict[str, DeviceSpeed]:
-    """Device rates for the planner: this machine's cached calibration (made now when
-    ``calibrate_now``), else published specs / the conservative CPU default."""
+                   say: Callable[[str], None] | None = None) -> dict[str, DeviceSpeed]:
+    """Device rates for the planner: this machine's cached calibrations (made now, once
+    per machine, binary and device, when ``calibrate_now``), else the driver's or published
+    peaks / the conservative CPU default.
+
+    ``say`` gets one line when a calibration is made (``up`` prints it).
+    """
     from ..backends.llama_server import find_llama_server
     from .registry import embedded_model_path
     from .speed import device_speeds
 
-    cal: DeviceSpeed | None = None
+    measured: dict[str, DeviceSpeed] = {}
     try:
         binary = binary or find_llama_server()
-        cal = cached(profile, binary, directory)
         model = embedded_model_path()
-        if cal is None and calibrate_now and model is not None:
-            cal = calibrate(profile, binary, model, directory=directory)
+        gpu_ok: bool | None = None
+        for device in ["cpu", *(f"gpu{g.index}" for g in profile.gpus if g.discrete)]:
+            speed = cached(profile, binary, directory, device)
+            if speed is None and calibrate_now and model is not None and device != "cpu":
+                gpu_ok = drives_gpus(binary) if gpu_ok is None else gpu_ok
+                if not gpu_ok:
+                    continue
+            if speed is None and calibrate_now and model is not None:
+                started = time.monotonic()
+                try:
+                    speed = calibrate(profile, binary, model, directory=directory, device=device)
+                except CalibrationError as exc:
+                    if say is not None:
+                        say(f"speed calibration on {device} failed ({exc}): estimates use the prior")
+                    continue
+                if say is not None:
+                    say(f"calibrated this machine's {device} once in {time.monotonic() - started:.1f} s "
+                        f"(cached): prefill {speed.flops / 1e9:.0f} GFLOP/s, "
+                        f"bandwidth {speed.bandwidth / 1e9:.1f} GB/s")
+            if speed is not None:
+                measured[device] = speed
     except Exception as exc:  # noqa: BLE001 - no binary or a failed run: the prior stands
         from ..hardware._run import logger
 
         logger.warning("speed calibration unavailable: %s", exc)
-    return device_speeds(profile, cal)
+    return device_speeds(profile, measured.get("cpu"), measured)

@@ -8,8 +8,9 @@
 - N instances on one device share its cores or bandwidth: each runs at 1/N of the rate.
 
 A device's effective figures come from a calibration run on this machine
-(:mod:`localswarm.models.calibrate`), else from published specs (reference machines and
-known GPUs, see ``docs/planner.md`` for the sources) times an efficiency, else from a
+(:mod:`localswarm.models.calibrate`), else, for a GPU, from the peaks its driver reports
+(NVML, :mod:`localswarm.hardware.nvidia`) or published specs (reference machines and known
+GPUs, see ``docs/planner.md`` for the sources) times an efficiency, else from a
 conservative per-core default.
 
 The reference request is opencode's first turn: :data:`REFERENCE_PROMPT_TOKENS` prompt
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..hardware.types import HardwareProfile, MachineKind
+from ..hardware.types import GPUInfo, HardwareProfile, MachineKind
 from .gguf_meta import GGUFMeta
 from .registry import ModelRef
 
@@ -102,6 +103,18 @@ def published(name: str) -> PublishedSpec | None:
     return None
 
 
+def driver_spec(gpu: GPUInfo) -> PublishedSpec | None:
+    """The peaks the driver reported (NVML: bus width x memory clock, cores x SM clock),
+    filled in from the published table where the driver gave only one of them."""
+    if not gpu.memory_bandwidth and not gpu.fp16_flops:
+        return None
+    table = published(gpu.name)
+    bandwidth = gpu.memory_bandwidth or (table.bandwidth if table else 0.0)
+    flops = gpu.fp16_flops or (table.fp16_flops if table else 0.0)
+    return PublishedSpec(bandwidth, flops, f"{gpu.source or 'driver'}: {bandwidth / 1e9:.0f} GB/s, "
+                                           f"{flops / 1e12:.1f} TFLOPS FP16 peak")
+
+
 def cpu_default(profile: HardwareProfile) -> DeviceSpeed:
     """A conservative CPU figure from the core count (and published bandwidth if known)."""
     cores = profile.cpu.performance_cores or profile.cpu.physical_cores or 1
@@ -116,16 +129,18 @@ def cpu_default(profile: HardwareProfile) -> DeviceSpeed:
 
 
 def device_speeds(profile: HardwareProfile, calibration: DeviceSpeed | None = None,
-                  ) -> dict[str, DeviceSpeed]:
+                  measured: dict[str, DeviceSpeed] | None = None) -> dict[str, DeviceSpeed]:
     """Effective rates per budget device name (``cpu``, ``unified``, ``gpu0``...).
 
     ``calibration`` (measured on this machine's CPU) replaces the CPU default; GPUs use
-    published figures times an efficiency, falling back to the CPU figure when unknown.
+    the driver's or published peaks times an efficiency, falling back to the CPU figure
+    when unknown; a device's own calibration in ``measured`` replaces that prior.
     """
     cpu = calibration or cpu_default(profile)
     out: dict[str, DeviceSpeed] = {"cpu": cpu}
     for gpu in profile.gpus:
-        spec = published(gpu.name) or published(profile.cpu.model)
+        driver = driver_spec(gpu)
+        spec = driver or published(gpu.name) or published(profile.cpu.model)
         name = "unified" if gpu.unified else f"gpu{gpu.index}"
         if profile.kind is MachineKind.MOBILE or spec is None or not spec.fp16_flops:
             # Phones run on the CPU cores (llama.cpp's OpenCL path is not assumed).
@@ -139,8 +154,11 @@ def device_speeds(profile: HardwareProfile, calibration: DeviceSpeed | None = No
         out[name] = DeviceSpeed(
             flops=spec.fp16_flops * GPU_COMPUTE_EFFICIENCY,
             bandwidth=spec.bandwidth * GPU_BANDWIDTH_EFFICIENCY,
-            source=f"published: {spec.cite} (x{GPU_COMPUTE_EFFICIENCY} compute, "
+            source=f"{'' if driver else 'published: '}{spec.cite} (x{GPU_COMPUTE_EFFICIENCY} compute, "
                    f"x{GPU_BANDWIDTH_EFFICIENCY} bandwidth)")
+    for name, speed in (measured or {}).items():
+        if name != "cpu" and name in out:
+            out[name] = speed
     return out
 
 

