@@ -25,7 +25,8 @@ from typing import Any
 from localswarm import paths
 from localswarm.eval import report
 from localswarm.eval.codegen import load_problems
-from localswarm.eval.sampling import GenConfig, base_url_endpoints, read_samples, sample_all, spawned
+from localswarm.eval.sampling import (GenConfig, Run, base_url_endpoints, check_disjoint_seeds, read_samples,
+                                      sample_runs, spawned)
 from localswarm.sandbox import Limits, isolation_summary, probe
 
 logger = logging.getLogger("localswarm.eval")
@@ -66,6 +67,14 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     s.add_argument("--completion", action="store_true",
                    help="base models: /v1/completions on the raw prompt instead of a chat prompt")
     s.add_argument("--seed", type=int, default=1234, help="sample i of problem p uses seed + 1000 p + i")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, metavar="BASE",
+                   help="several independent runs at once, one per seed base, interleaved problem by "
+                        "problem (so runs cut short cover the same problems); each saves to "
+                        "--save's name with -seed<BASE> added; bases must never share a seed")
+    s.add_argument("--tests-seed", type=int, default=None, metavar="BASE",
+                   help="CodeT experiment: also ask --n times per problem for assert lines (seed base "
+                        "BASE), saved beside the samples as -tests.jsonl; scored offline")
+    s.add_argument("--generate-only", action="store_true", help="save the samples, execute nothing")
     s.add_argument("--save", type=Path, default=None, help="samples JSONL (default under the cache dir)")
     s.add_argument("--resume", action="store_true", help="keep the samples already in --save")
     s.add_argument("--max-minutes", type=float, default=None,
@@ -100,21 +109,44 @@ def _meta_path(samples: Path) -> Path:
     return samples.with_suffix(".meta.json")
 
 
+def run_paths(save: Path, seeds: list[int] | None) -> list[Path]:
+    """Where each run's samples go: ``save`` itself, or one file per seed base beside it."""
+    if not seeds:
+        return [save]
+    return [save.with_name(f"{save.stem}-seed{b}{save.suffix}") for b in seeds]
+
+
+def tests_path(save: Path) -> Path:
+    return save.with_name(f"{save.stem}-tests{save.suffix}")
+
+
 async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) -> dict[str, Any]:
-    cfg = GenConfig(n=args.n, max_tokens=args.max_tokens, temperature=args.temperature,
-                    top_p=args.top_p, seed=args.seed, completion=args.completion)
-    done: set[tuple[str, int]] = set()
+    seeds = args.seeds or [args.seed]
+    cfgs = [GenConfig(n=args.n, max_tokens=args.max_tokens, temperature=args.temperature,
+                      top_p=args.top_p, seed=b, completion=args.completion) for b in seeds]
+    paths_ = run_paths(save, args.seeds)
+    if args.tests_seed is not None:
+        cfgs.append(GenConfig(n=args.n, max_tokens=min(args.max_tokens, 192), temperature=args.temperature,
+                              top_p=args.top_p, seed=args.tests_seed, task="tests"))
+        paths_.append(tests_path(save))
+    check_disjoint_seeds(cfgs, len(problems))
+    runs: list[Run] = []
     prev_wall = 0.0
-    if args.resume and _meta_path(save).exists():
-        prev_wall = float((json.loads(_meta_path(save).read_text()).get("generation") or {}).get("wall_s") or 0)
-    if args.resume and save.exists():
-        done = {(r["task_id"], int(r["sample"])) for r in read_samples(save) if r.get("finish_reason") != "error"}
-    elif save.exists():
-        save.unlink()
+    for cfg, path in zip(cfgs, paths_):
+        done: set[tuple[str, int]] = set()
+        if args.resume and _meta_path(path).exists():
+            prev_wall = float((json.loads(_meta_path(path).read_text()).get("generation") or {}).get("wall_s") or 0)
+        if args.resume and path.exists():
+            done = {(r["task_id"], int(r["sample"])) for r in read_samples(path) if r.get("finish_reason") != "error"}
+        elif path.exists():
+            path.unlink()
+        runs.append(Run(cfg, path, done))
     meta: dict[str, Any] = {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
                             "top_p": args.top_p, "seed": args.seed, "limit": args.limit,
                             "prompting": "raw completion" if args.completion else "chat",
                             "date": report.today(), "machine": report.machine_line()}
+    if len(runs) > 1:
+        meta["interleaved"] = {"seeds": seeds, "tests_seed": args.tests_seed}
     deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else None
     if args.spawn:
         async with spawned(args.model, instances=args.instances, threads=args.threads, parallel=args.parallel,
@@ -125,22 +157,24 @@ async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) 
                                f"thread(s) × {info['parallel']} slots"
                                + (f", -ngl {info['gpu_layers']}" if info["gpu_layers"] else ", CPU"))
             print(f"instances ready: {[e.url() for e in eps]}", file=sys.stderr)
-            wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),
-                                    deadline=deadline)
+            wall = await sample_runs(problems, eps, runs, progress=_progress("generate"), deadline=deadline)
     else:
         eps = await base_url_endpoints(args.base_url, os.environ.get(args.api_key_env), args.request_model,
                                        args.concurrency)
         meta.update(model=eps[0].model, source=f"--base-url {', '.join(args.base_url)} "
                                                f"({args.concurrency} in flight each)")
-        wall = await sample_all(problems, eps, cfg, save, done=done, progress=_progress("generate"),
-                                    deadline=deadline)
-    recs = read_samples(save)
-    toks = sum(int(r.get("completion_tokens") or 0) for r in recs)
+        wall = await sample_runs(problems, eps, runs, progress=_progress("generate"), deadline=deadline)
     wall += prev_wall
-    meta["generation"] = {"wall_s": round(wall, 1), "samples": len(recs), "completion_tokens": toks,
-                          "tokens_per_s": toks / wall if wall else 0.0, "resumed": bool(done)}
-    _meta_path(save).write_text(json.dumps(meta, indent=2))
-    return meta
+    for run in runs:
+        recs = read_samples(run.out_path) if run.out_path.exists() else []
+        toks = sum(int(r.get("completion_tokens") or 0) for r in recs)
+        m = dict(meta, seed=run.cfg.seed, task=run.cfg.task)
+        # Interleaved runs share the wall time: each one's tokens/s is its share of it.
+        m["generation"] = {"wall_s": round(wall, 1), "samples": len(recs), "completion_tokens": toks,
+                           "tokens_per_s": toks / wall if wall else 0.0, "resumed": bool(run.done),
+                           "shared_with_runs": len(runs)}
+        _meta_path(run.out_path).write_text(json.dumps(m, indent=2))
+    return json.loads(_meta_path(runs[0].out_path).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.samples:
         print(f"sampling {n} x {len(problems)} problems -> {save}", file=sys.stderr)
         meta = asyncio.run(_generate(args, problems, save))
+        if args.generate_only or args.seeds:
+            print("generated: " + ", ".join(str(p) for p in run_paths(save, args.seeds)), file=sys.stderr)
+            return 0
 
     grouped, partial = report.group_samples(read_samples(save), n)
     evals = report.evaluate(problems, grouped, limits=Limits(wall_s=args.exec_timeout),
