@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from localswarm import paths
-from localswarm.eval import report
+from localswarm.eval import report, runs as multirun
 from localswarm.eval.codegen import load_problems
 from localswarm.eval.sampling import (GenConfig, Run, base_url_endpoints, check_disjoint_seeds, read_samples,
                                       sample_runs, spawned)
@@ -43,7 +43,11 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     src.add_argument("--spawn", action="store_true", help="start llama-server instances here")
     src.add_argument("--base-url", action="append", default=[], metavar="URL",
                      help="OpenAI-compatible server (repeatable; samples spread over them)")
-    src.add_argument("--samples", type=Path, help="recompute from a saved samples JSONL (no generation)")
+    src.add_argument("--samples", type=Path, nargs="+",
+                     help="recompute from saved samples JSONL (no generation); several files: independent "
+                          "runs, reported side by side and pooled on the problems all of them cover")
+    src.add_argument("--tests", type=Path, default=None, metavar="FILE",
+                     help="with --samples: the CodeT round's saved assert-line replies (-tests.jsonl)")
     g = p.add_argument_group("spawned instances")
     g.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M), gemma3-270m or a .gguf path")
     g.add_argument("--instances", type=int, default=2)
@@ -177,6 +181,84 @@ async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) 
     return json.loads(_meta_path(runs[0].out_path).read_text())
 
 
+def _read_tests(path: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in read_samples(path):
+        if r.get("finish_reason") != "error":
+            out.setdefault(r["task_id"], []).append(r)
+    return out
+
+
+def _report_runs(args: argparse.Namespace, iso_line: str) -> int:
+    """Several saved runs (and/or the CodeT round): side by side and pooled, with intervals."""
+    from localswarm.eval.metrics import percentile
+
+    metas = [json.loads(_meta_path(p).read_text()) if _meta_path(p).exists() else {} for p in args.samples]
+    n = int(metas[0].get("n") or args.n)
+    groupeds = [report.group_samples(read_samples(p), n)[0] for p in args.samples]
+    common = multirun.common_task_ids(groupeds)
+    problems = [p for p in load_problems(args.limit) if p["task_id"] in common]
+    tests = _read_tests(args.tests) if args.tests else None
+    if tests is not None:
+        problems = [p for p in problems if p["task_id"] in tests]
+    if not problems:
+        print("no problem is covered by every run", file=sys.stderr)
+        return 2
+    ids = {p["task_id"] for p in problems}
+    evals = [report.evaluate(problems, {k: v for k, v in g.items() if k in ids},
+                             limits=Limits(wall_s=args.exec_timeout), workers=args.workers,
+                             progress=_progress(f"execute run {i + 1}"), tests=tests)
+             for i, g in enumerate(groupeds)]
+    fig = multirun.multi_run_figures(evals, n)
+    labels = [f"seed {m.get('seed', '?')}" for m in metas]
+    print(json.dumps(fig, indent=2, default=str))
+    m0 = metas[0]
+    gen = m0.get("generation") or {}
+    idx = sorted(int(t.split("/")[1]) for t in ids)
+    lines = [
+        f"### {args.label or 'independent runs'}", "",
+        f"{len(args.samples)} independent runs of `{m0.get('model')}`, N={n}, temperature "
+        f"{m0.get('temperature')}, max tokens {m0.get('max_tokens')}, {m0.get('prompting', 'chat')} prompting; "
+        f"seed bases {', '.join(str(m.get('seed')) for m in metas)} (sample i of problem p: base + 1000 p + i, "
+        f"so no two runs share a seed); source {m0.get('source')}; {m0.get('date')}; {m0.get('machine')}. "
+        f"Sandbox: {iso_line}.",
+        f"Figures on the **{len(problems)} problems every run covers** (HumanEval/{idx[0]}–{idx[-1]}"
+        + (", file order" if idx == list(range(idx[0], idx[-1] + 1)) else "") + "). "
+        f"Generation: {gen.get('wall_s', 0) / 60:.1f} min wall for all runs together (interleaved "
+        "problem by problem on one swarm).", "",
+        multirun.render_multi(fig, labels),
+    ]
+    all_e = [e for r in evals for e in r]
+    ex_ms = [e.exec_ms for e in all_e if e.exec_examples and e.exec_ms is not None]
+    lines.append(f"- `exec`: {sum(1 for e in evals[0] if e.exec_examples)} of {len(problems)} problems have runnable "
+                 f"examples in the prompt (the others fall back to `similarity`); the check took p50 "
+                 f"{report._num(percentile(ex_ms, 50), '{:.0f}')} / p95 {report._num(percentile(ex_ms, 95), '{:.0f}')} ms "
+                 "per problem here (measured under load).")
+    if tests is not None:
+        gen_s = [e.codet_gen_s for e in evals[0] if e.codet_gen_s is not None]
+        cms = [e.codet_ms for e in all_e if e.codet_ms is not None]
+        lines.append(
+            f"- CodeT round ({args.tests.name}): {sum(1 for e in evals[0] if e.codet_tests)} of {len(problems)} "
+            f"problems got at least one usable generated test (median "
+            f"{report._num(percentile([e.codet_tests for e in evals[0]], 50), '{:.0f}')} per problem); the round's "
+            f"slowest request per problem p50 {report._num(percentile(gen_s, 50), '{:.1f}')} s / p95 "
+            f"{report._num(percentile(gen_s, 95), '{:.1f}')} s, running the tests p50 "
+            f"{report._num(percentile(cms, 50), '{:.0f}')} / p95 {report._num(percentile(cms, 95), '{:.0f}')} ms "
+            "(measured under load). The same generated tests score the candidates of every run.")
+    lines += [f"- {x}" for x in args.note]
+    lines.append("- raw samples: " + ", ".join(f"`{p.name}`" for p in args.samples)
+                 + (f", tests `{args.tests.name}`" if args.tests else "") + f" (in {args.samples[0].parent}); "
+                 "recompute with `--samples FILE...` (and `--tests FILE`).")
+    body = "\n".join(lines) + "\n"
+    if not args.no_report:
+        label = args.label or "independent runs"
+        report.write_section(args.out, label, body)
+        print(f"wrote {args.out} (section {label!r})", file=sys.stderr)
+    else:
+        print(body)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -190,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         logger.info("sandbox: %s", iso_line)
 
+    if args.samples and (len(args.samples) > 1 or args.tests):
+        return _report_runs(args, iso_line)
     if args.samples:
-        save = args.samples
+        save = args.samples[0]
         meta = json.loads(_meta_path(save).read_text()) if _meta_path(save).exists() else {}
         n = int(meta.get("n") or args.n)
         limit = args.limit if args.limit is not None else meta.get("limit")

@@ -26,7 +26,7 @@ from . import Limits, isolation_summary, probe, run_program
 logger = logging.getLogger(__name__)
 
 __all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "exec_enabled", "isolation",
-           "relevant_examples", "run_examples"]
+           "relevant_examples", "run_examples", "run_examples_each"]
 
 #: Limits for one candidate's run: the examples are small calls, not a test suite.
 CHECK_LIMITS = Limits(wall_s=3.0, cpu_s=2, as_bytes=512 << 20)
@@ -53,13 +53,23 @@ def isolation() -> Isolation:
     return Isolation("full" if full else "limits", isolation_summary(info))
 
 
-def _run_one(code: str, examples: Sequence[Example], isolate: bool) -> int | None:
+def _run_one(code: str, examples: Sequence[Example], isolate: bool) -> list[bool] | None:
     if not code.strip():
         return None
     sentinel = "LSW-EXEC-" + secrets.token_hex(8) + ":"
     r = run_program(program(code, examples, sentinel), limits=CHECK_LIMITS, isolate=isolate)
     results = parse_results(r.stdout, sentinel, len(examples))
-    return sum(results) if results is not None else 0
+    return results if results is not None else [False] * len(examples)
+
+
+def run_examples_each(codes: Sequence[str], examples: Sequence[Example], *, isolate: bool = True,
+                      workers: int | None = None) -> list[list[bool] | None]:
+    """Per candidate, which examples it passed, in order (None: no Python code)."""
+    if not examples or not codes:
+        return [None] * len(codes)
+    workers = workers or min(len(codes), max(1, os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsw-exec") as pool:
+        return list(pool.map(lambda c: _run_one(c, examples, isolate), codes))
 
 
 def run_examples(codes: Sequence[str], examples: Sequence[Example], *, isolate: bool = True,
@@ -69,11 +79,8 @@ def run_examples(codes: Sequence[str], examples: Sequence[Example], *, isolate: 
     Examples calling a function that no candidate defines are left out first; the
     caller passes only the examples that remain (see :func:`relevant_examples`).
     """
-    if not examples or not codes:
-        return [None] * len(codes)
-    workers = workers or min(len(codes), max(1, os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsw-exec") as pool:
-        return list(pool.map(lambda c: _run_one(c, examples, isolate), codes))
+    each = run_examples_each(codes, examples, isolate=isolate, workers=workers)
+    return [None if r is None else sum(r) for r in each]
 
 
 def relevant_examples(codes: Sequence[str], examples: Sequence[Example]) -> list[Example]:

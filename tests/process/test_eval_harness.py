@@ -57,7 +57,10 @@ def test_interleaved_runs_and_generated_tests(tmp_path: Path, monkeypatch: pytes
     --tests-seed: the CodeT round's assert-line requests beside them (FAKE llama-servers)."""
     from localswarm.eval.humaneval import main
 
-    monkeypatch.setenv("FAKE_REPLIES", json.dumps([GOOD, BAD]))
+    # each reply carries an assert block too, so the CodeT round finds generated tests
+    good = GOOD + "\n```python\nassert has_close_elements([1.0, 1.05], 0.5) == True\n```"
+    bad = BAD + "\n```python\nassert has_close_elements([1.0, 5.0], 0.5) == False\n```"
+    monkeypatch.setenv("FAKE_REPLIES", json.dumps([good, bad]))
     monkeypatch.setenv("LOCALSWARM_CACHE_DIR", str(tmp_path / "cache"))
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF fake")
@@ -82,6 +85,20 @@ def test_interleaved_runs_and_generated_tests(tmp_path: Path, monkeypatch: pytes
     tests = [json.loads(line) for line in (tmp_path / "s-tests.jsonl").read_text().splitlines()]
     assert len(tests) == 4 and {t["task"] for t in tests} == {"tests"}
     assert len(seeds | {t["seed"] for t in tests}) == 16  # no seed used twice
+
+    # offline: the three runs side by side and pooled, with the CodeT selections
+    out = tmp_path / "consensus.md"
+    rc = main(["--samples", *(str(tmp_path / f"s-seed{b}.jsonl") for b in (1234, 1334, 1434)),
+               "--tests", str(tmp_path / "s-tests.jsonl"), "--out", str(out), "--label", "three runs"])
+    assert rc == 0
+    text = out.read_text()
+    assert "### three runs" in text and "**2 problems every run covers**" in text
+    for row in ("| `similarity` | seed 1234 |", "| `exec` | pooled |", "| `codet` | seed 1434 |",
+                "| `exec+codet` | pooled |"):
+        assert row in text
+    # HumanEval/0: the good answer passes the hidden tests, the bad one does not, so
+    # wherever a run got one of each the oracle is 100% and random 50%
+    assert "CodeT round (s-tests.jsonl)" in text
 
     with pytest.raises(ValueError, match="share seed"):
         main(["--spawn", "--model", str(model), "--llama-server", str(fake_binary(tmp_path)),
