@@ -20,11 +20,11 @@ from typing import Any
 from localswarm.consensus import Candidate, vote
 from localswarm.consensus import similarity as _sim
 from localswarm.eval.codegen import assemble_program
-from localswarm.consensus.examples import answer_code, find_examples
+from localswarm.consensus.examples import answer_code
 from localswarm.eval.metrics import auroc, bootstrap_ci, pass_at_k, percentile, selection_efficiency
 from localswarm.sandbox import Limits, run_test
 from localswarm.eval.codet import dual_scores, generated_tests
-from localswarm.sandbox.check import relevant_examples, run_examples, run_examples_each
+from localswarm.sandbox.check import examples_for, run_examples, run_examples_each
 
 __all__ = ["ProblemEval", "evaluate", "render_section", "summarise", "write_section"]
 
@@ -173,7 +173,7 @@ def evaluate(
             pe.confidence, pe.cluster_size, pe.degenerate = v.confidence, len(v.cluster), v.degenerate
             t0 = time.perf_counter()
             codes = [answer_code(c.text) for c in cands]
-            examples = relevant_examples(codes, find_examples(p["prompt"]))
+            examples = examples_for(codes, p["prompt"])
             if examples:
                 passes = run_examples(codes, examples)
                 pe.voted_exec = vote(cands, strategy="exec", passes=passes, examples=len(examples)).winner

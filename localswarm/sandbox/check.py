@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..consensus.examples import (Example, answer_code, defined_names, find_examples,
+from ..consensus.examples import (MAX_EXAMPLES, Example, answer_code, defined_names, find_examples,
                                   parse_results, program)
 from ..consensus.model import Candidate, VoteResult
 from ..consensus.vote import vote
@@ -25,7 +25,7 @@ from . import Limits, isolation_summary, probe, run_program
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "exec_enabled", "isolation",
+__all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "examples_for", "exec_enabled", "isolation",
            "relevant_examples", "run_examples", "run_examples_each"]
 
 #: Limits for one candidate's run: the examples are small calls, not a test suite.
@@ -83,6 +83,13 @@ def run_examples(codes: Sequence[str], examples: Sequence[Example], *, isolate: 
     return [None if r is None else sum(r) for r in each]
 
 
+def examples_for(codes: Sequence[str], text: str) -> list[Example]:
+    """The examples in ``text`` that call a function some answer defines, at most
+    ``MAX_EXAMPLES`` (chosen after the filter, so a long conversation's unrelated
+    examples do not crowd out the relevant ones)."""
+    return relevant_examples(codes, find_examples(text, limit=16 * MAX_EXAMPLES))[:MAX_EXAMPLES]
+
+
 def relevant_examples(codes: Sequence[str], examples: Sequence[Example]) -> list[Example]:
     """The examples whose function at least one candidate defines."""
     names: set[str] = set()
@@ -128,9 +135,8 @@ async def checked_vote(candidates: list[Candidate], request_text: str, *, strate
         elif not await asyncio.to_thread(exec_enabled, mode):
             why = "exec checking is off on this swarm (exec_check)"
         else:
-            examples = find_examples(request_text)
             codes = [answer_code(c.text, c.tool_calls) for c in candidates]
-            examples = relevant_examples(codes, examples) if examples else []
+            examples = examples_for(codes, request_text)
             if examples:
                 passes = await asyncio.to_thread(run_examples, codes, examples)
                 return vote(candidates, strategy="exec", threshold=threshold,
