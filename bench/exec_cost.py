@@ -90,7 +90,10 @@ def markdown(res: dict) -> str:
         f"`bench/exec_cost.py`: {res['problems']} HumanEval problems with `>>>` examples, "
         f"{res['n']} candidates each (the canonical solution and one-operator variants), "
         f"{platform.machine()} with {os.cpu_count()} cores, 1-minute load {load:.1f} when it ended. "
-        f"Sandbox: {isolation().summary}.",
+        f"Sandbox: {isolation().summary}."
+        + (f" **Measured under load** (load {load:.0f} on {os.cpu_count()} cores: other work shared the machine); "
+           "the ratios between the rows, measured side by side, carry over better than the absolute times."
+           if load > (os.cpu_count() or 1) else ""),
         "",
         "| per request | p50 | p95 | max |",
         "| --- | --- | --- | --- |",
