@@ -25,8 +25,8 @@ from typing import Any
 from localswarm import paths
 from localswarm.eval import report, runs as multirun
 from localswarm.eval.codegen import load_problems
-from localswarm.eval.sampling import (GenConfig, Run, base_url_endpoints, check_disjoint_seeds, read_samples,
-                                      sample_runs, spawned)
+from localswarm.eval.sampling import (GenConfig, Run, base_url_endpoints, check_disjoint_seeds, problem_number,
+                                      read_samples, sample_runs, spawned)
 from localswarm.sandbox import Limits, isolation_summary, probe
 
 logger = logging.getLogger("localswarm.eval")
@@ -65,6 +65,10 @@ def build_parser(sub: argparse._SubParsersAction | None = None) -> argparse.Argu
     s = p.add_argument_group("sampling")
     s.add_argument("--n", type=int, default=5, help="samples per problem")
     s.add_argument("--limit", type=int, default=None, help="only the first K problems (file order)")
+    s.add_argument("--shortest", type=int, default=None, metavar="K",
+                   help="only the K problems with the shortest canonical solutions (fewest lines, then "
+                        "characters), shortest first: where a small model passes at all, so where a choice "
+                        "can matter; sample i of HumanEval/p still uses seed + 1000 p + i")
     s.add_argument("--max-tokens", type=int, default=384)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-p", type=float, default=None)
@@ -113,6 +117,16 @@ def _meta_path(samples: Path) -> Path:
     return samples.with_suffix(".meta.json")
 
 
+def shortest(problems: list[dict], k: int) -> list[dict]:
+    """The ``k`` problems with the shortest canonical solutions, shortest first (a choice
+    made from the benchmark alone, before any sample is seen)."""
+    def size(p: dict) -> tuple[int, int, int]:
+        lines = [x for x in p["canonical_solution"].splitlines() if x.strip()]
+        return len(lines), len(p["canonical_solution"]), problem_number(p, 0)
+
+    return sorted(problems, key=size)[:k]
+
+
 def run_paths(save: Path, seeds: list[int] | None) -> list[Path]:
     """Where each run's samples go: ``save`` itself, or one file per seed base beside it."""
     if not seeds:
@@ -133,7 +147,7 @@ async def _generate(args: argparse.Namespace, problems: list[dict], save: Path) 
         cfgs.append(GenConfig(n=args.n, max_tokens=min(args.max_tokens, 192), temperature=args.temperature,
                               top_p=args.top_p, seed=args.tests_seed, task="tests"))
         paths_.append(tests_path(save))
-    check_disjoint_seeds(cfgs, len(problems))
+    check_disjoint_seeds(cfgs, [problem_number(p, i) for i, p in enumerate(problems)])
     runs: list[Run] = []
     prev_wall = 0.0
     for cfg, path in zip(cfgs, paths_):
@@ -286,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         save = args.save or runs_dir() / f"humaneval-{tag}-n{args.n}-{stamp}.jsonl"
         n, limit = args.n, args.limit
     problems = load_problems(limit)
+    if args.shortest:
+        problems = shortest(problems, args.shortest)
     if not args.samples:
         print(f"sampling {n} x {len(problems)} problems -> {save}", file=sys.stderr)
         meta = asyncio.run(_generate(args, problems, save))

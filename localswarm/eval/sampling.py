@@ -69,6 +69,15 @@ class GenConfig:
         return self.seed + problem_index * 1000 + sample
 
 
+def problem_number(problem: dict, position: int) -> int:
+    """The problem's number in its benchmark (``HumanEval/17`` -> 17), else its position:
+    the ``p`` of a sample's seed, whatever subset or order the run uses."""
+    try:
+        return int(str(problem["task_id"]).rsplit("/", 1)[1])
+    except (KeyError, IndexError, ValueError):
+        return position
+
+
 def normalise_base_url(url: str) -> str:
     url = url.rstrip("/")
     if url.endswith("/chat/completions"):
@@ -241,11 +250,12 @@ class Run:
     done: set[tuple[str, int]] = field(default_factory=set)
 
 
-def check_disjoint_seeds(cfgs: list[GenConfig], problems: int) -> None:
-    """Raise ValueError when two runs would use the same seed anywhere (not independent)."""
+def check_disjoint_seeds(cfgs: list[GenConfig], problems: list[int]) -> None:
+    """Raise ValueError when two runs would use the same seed anywhere (not independent).
+    ``problems``: the problem numbers (see :func:`problem_number`)."""
     seen: dict[int, int] = {}
     for r, cfg in enumerate(cfgs):
-        for p in range(problems):
+        for p in problems:
             for s in range(cfg.n):
                 seed = cfg.seed_for(p, s)
                 if seed in seen and seen[seed] != r:
@@ -313,7 +323,7 @@ async def sample_runs(
                     p, r, s = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                rec = await _one(client, ep, problems[p], p, s, runs[r].cfg)
+                rec = await _one(client, ep, problems[p], problem_number(problems[p], p), s, runs[r].cfg)
                 async with lock:
                     outs[r].write(json.dumps(rec) + "\n")
                     outs[r].flush()
