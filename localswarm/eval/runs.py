@@ -93,20 +93,21 @@ def _se(x: float | None) -> str:
 
 
 def render_multi(fig: dict[str, Any], run_labels: list[str]) -> str:
-    """A markdown table: one row per (method, run) and the pooled row, with intervals."""
-    lines = ["| selection | run | pass@1 | 95% interval | selection efficiency | 95% interval "
-             "| interval width (SE) |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    cols = list(zip(run_labels, fig["runs"])) + [("pooled", fig["pooled"])]
-    for label, f in cols:
-        lines.append(f"| random pick | {label} | {_pct(f['random'])} | | 0 | | |")
-        lines.append(f"| oracle (any passes) | {label} | {_pct(f['oracle'])} | | 1 | | |")
+    """Markdown: pass@1 and selection efficiency per method (rows) and run (columns, then
+    pooled), each with its 95% interval; then the problems that decide them per run."""
+    cols = list(zip(run_labels, fig["runs"])) + [("**pooled**", fig["pooled"])]
+    head = "| selection | " + " | ".join(label for label, _ in cols) + " |"
+    rule = "| --- |" + " --- |" * len(cols)
+    lines = ["pass@1, 95% interval:", "", head, rule]
+    lines.append("| random pick (mean sample) | " + " | ".join(_pct(f["random"]) for _, f in cols) + " |")
     for m in fig["methods"]:
-        for label, f in cols:
-            g = f[m]
-            width = "n/a" if g["se_ci"] is None else f"{g['se_ci'][1] - g['se_ci'][0]:.2f}"
-            lines.append(f"| `{m}` | {label} | {_pct(g['pass1'])} | {_ci(g['pass1_ci'], True)} | "
-                         f"{_se(g['se'])} | {_ci(g['se_ci'], False)} | {width} |")
-    lines += ["", "| run | problems | deciding problems (some but not all samples pass) |", "| --- | --- | --- |"]
-    for label, f in cols:
-        lines.append(f"| {label} | {f['problems']} | {f['deciding']} |")
+        lines.append(f"| `{m}` | " + " | ".join(
+            f"{_pct(f[m]['pass1'])} {_ci(f[m]['pass1_ci'], True)}" for _, f in cols) + " |")
+    lines.append("| oracle (any sample passes) | " + " | ".join(_pct(f["oracle"]) for _, f in cols) + " |")
+    lines += ["", "Selection efficiency (voted − random) / (oracle − random), 95% interval:", "", head, rule]
+    for m in fig["methods"]:
+        lines.append(f"| `{m}` | " + " | ".join(
+            f"{_se(f[m]['se'])} {_ci(f[m]['se_ci'], False)}" for _, f in cols) + " |")
+    lines.append("| problems deciding every figure (some but not all samples pass; pooled: mean per run) | "
+                 + " | ".join(f"{f['deciding']:g} of {f['problems']}" for _, f in cols) + " |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,8 @@ def test_per_run_and_pooled_figures() -> None:
     lo, hi = pooled["similarity"]["pass1_ci"]
     assert lo <= pooled["similarity"]["pass1"] <= hi
     text = render_multi(fig, ["A", "B"])
-    assert "| `exec` | B | 66.7% |" in text and "| pooled | 3 | 1.5 |" in text
+    assert "| `similarity` | 66.7% [" in text and "| `exec` | 66.7% [" in text
+    assert "| `similarity` | 1.00 [" in text and "| 1 of 3 | 2 of 3 | 1.5 of 3 |" in text
 
 
 def test_runs_must_cover_the_same_problems() -> None:
