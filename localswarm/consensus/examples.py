@@ -138,17 +138,56 @@ def _asserts(lines: Sequence[str]) -> Iterable[Example]:
             yield Example(call, None, "assert")
 
 
+_INLINE_CALL = re.compile(r"(?<![\w.])[A-Za-z_]\w*\(")
+_INLINE_ARROW = re.compile(r"`?\s*(?:→|➞|⟶|==>|=>|->|==|returns|should return|should be|gives|outputs)\s*`?\s*",
+                           re.IGNORECASE)
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def _inline_arrows(line: str) -> Iterable[Example]:
+    """Pairs inside prose: "... so that ``f(4) → True`` and f(3) returns False."
+
+    Each call to a plain name followed by an arrow word is an example when some prefix
+    of what follows (the longest, cut at a space, comma or semicolon, trailing
+    punctuation dropped) parses as a literal.
+    """
+    for m in _INLINE_CALL.finditer(line):
+        depth, end = 0, None
+        for j in range(m.end() - 1, min(len(line), m.end() + 400)):
+            c = line[j]
+            if c in "([{":
+                depth += 1
+            elif c in _CLOSERS:
+                depth -= 1
+                if depth == 0:
+                    end = j + 1
+                    break
+        if end is None:
+            continue
+        call = _call_source(line[m.start():end])
+        arrow = _INLINE_ARROW.match(line, end + len(line[end:]) - len(line[end:].lstrip()))
+        if call is None or arrow is None:
+            continue
+        rest = line[arrow.end():][:200]
+        cuts = [len(rest)] + [k for k in range(len(rest) - 1, 0, -1) if rest[k] in " \t,;`"]
+        for k in cuts:
+            literal = _literal_source(rest[:k].rstrip().rstrip(".,;:`"))
+            if literal is not None:
+                yield Example(call, literal, "arrow")
+                break
+
+
 def _arrows(lines: Sequence[str]) -> Iterable[Example]:
     for line in lines:
         if line.lstrip().startswith((">>>", "assert")):
             continue
         m = _ARROW.match(line)
-        if not m:
-            continue
-        call = _call_source(m.group("call"))
-        literal = _literal_source(m.group("expected"))
+        call = _call_source(m.group("call")) if m else None
+        literal = _literal_source(m.group("expected")) if m else None
         if call is not None and literal is not None:
             yield Example(call, literal, "arrow")
+        else:
+            yield from _inline_arrows(line)
 
 
 def request_text(messages: Any) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "humaneval_path",
     "load_problems",
     "messages_for",
+    "tests_messages_for",
     "sanitize",
 ]
 
@@ -68,6 +69,22 @@ def messages_for(problem: dict) -> list[dict]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": USER_TEMPLATE.format(prompt=problem["prompt"])},
+    ]
+
+
+TESTS_TEMPLATE = (
+    "Write {k} different `assert` lines that test the Python function `{entry}` below, each of the "
+    "form `assert {entry}(...) == expected`. Reply with only the assert lines in a single "
+    "```python code block.\n\n```python\n{prompt}```"
+)
+
+
+def tests_messages_for(problem: dict, k: int = 5) -> list[dict]:
+    """The CodeT experiment's second round: ask for ``k`` assert lines (never sees an answer)."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": TESTS_TEMPLATE.format(k=k, entry=problem["entry_point"],
+                                                          prompt=problem["prompt"])},
     ]
 
 

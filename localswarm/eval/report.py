@@ -20,10 +20,11 @@ from typing import Any
 from localswarm.consensus import Candidate, vote
 from localswarm.consensus import similarity as _sim
 from localswarm.eval.codegen import assemble_program
-from localswarm.consensus.examples import answer_code, find_examples
+from localswarm.consensus.examples import answer_code
 from localswarm.eval.metrics import auroc, bootstrap_ci, pass_at_k, percentile, selection_efficiency
 from localswarm.sandbox import Limits, run_test
-from localswarm.sandbox.check import relevant_examples, run_examples
+from localswarm.eval.codet import dual_scores, generated_tests
+from localswarm.sandbox.check import examples_for, run_examples, run_examples_each
 
 __all__ = ["ProblemEval", "evaluate", "render_section", "summarise", "write_section"]
 
@@ -49,6 +50,14 @@ class ProblemEval:
     voted_exec: int | None = None
     exec_examples: int = 0
     exec_ms: float | None = None
+    #: CodeT experiment (only with generated tests, ``tests=``): the winner on generated
+    #: tests alone, and on the prompt's examples first then generated tests; how many
+    #: tests; the execution time; the slowest test-round request (the round's latency).
+    voted_codet: int | None = None
+    voted_exec_codet: int | None = None
+    codet_tests: int = 0
+    codet_ms: float | None = None
+    codet_gen_s: float | None = None
 
 
 def optillm_sc_choice(texts: list[str], finish_reasons: list[str | None], threshold: float = 0.8) -> int | None:
@@ -104,8 +113,13 @@ def evaluate(
     limits: Limits = Limits(),
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    tests: dict[str, list[dict]] | None = None,
 ) -> list[ProblemEval]:
-    """Execute every sample (sandbox, ``workers`` at once) and vote per problem."""
+    """Execute every sample (sandbox, ``workers`` at once) and vote per problem.
+
+    ``tests``: task_id -> the CodeT round's replies (records) for that problem; the
+    CodeT selections are computed where present.
+    """
     todo = [p for p in problems if p["task_id"] in grouped]
     jobs = []
     for p in todo:
@@ -159,14 +173,27 @@ def evaluate(
             pe.confidence, pe.cluster_size, pe.degenerate = v.confidence, len(v.cluster), v.degenerate
             t0 = time.perf_counter()
             codes = [answer_code(c.text) for c in cands]
-            examples = relevant_examples(codes, find_examples(p["prompt"]))
+            examples = examples_for(codes, p["prompt"])
             if examples:
                 passes = run_examples(codes, examples)
                 pe.voted_exec = vote(cands, strategy="exec", passes=passes, examples=len(examples)).winner
                 pe.exec_examples = len(examples)
             else:
+                passes = [None] * n
                 pe.voted_exec = v.winner
             pe.exec_ms = (time.perf_counter() - t0) * 1000
+            if tests is not None and p["task_id"] in tests:
+                trecs = tests[p["task_id"]]
+                lats = [float(t["latency_s"]) for t in trecs if t.get("latency_s") is not None]
+                pe.codet_gen_s = max(lats) if lats else None
+                t0 = time.perf_counter()
+                gen = generated_tests([t.get("text") or "" for t in trecs], p["entry_point"])
+                pe.codet_tests = len(gen)
+                scores = dual_scores(run_examples_each(codes, gen)) if gen else [0] * n
+                pe.voted_codet = vote(cands, strategy="exec", passes=list(scores), examples=len(gen)).winner
+                combined = [(pa or 0) * 1_000_000 + sc for pa, sc in zip(passes, scores)]
+                pe.voted_exec_codet = vote(cands, strategy="exec", passes=combined, examples=len(gen)).winner
+                pe.codet_ms = (time.perf_counter() - t0) * 1000
         out.append(pe)
     return out
 
@@ -225,6 +252,15 @@ def summarise(evals: list[ProblemEval], n: int) -> dict[str, Any]:
 
 #: (label, ProblemEval attribute holding the chosen sample) for every selection method.
 METHODS = (("similarity", "voted"), ("quality", "voted_quality"), ("exec", "voted_exec"))
+#: The CodeT experiment's selections (only where generated tests were given).
+CODET_METHODS = (("codet", "voted_codet"), ("exec+codet", "voted_exec_codet"))
+
+
+def methods_for(evals: list[ProblemEval]) -> tuple[tuple[str, str], ...]:
+    """The selection methods every problem in ``evals`` has a winner for."""
+    if evals and all(e.voted_codet is not None for e in evals):
+        return METHODS + CODET_METHODS
+    return METHODS
 
 
 def intervals(evals: list[ProblemEval], n: int, *, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -234,10 +270,11 @@ def intervals(evals: list[ProblemEval], n: int, *, resamples: int = 2000, seed: 
         "random": [sum(e.passed) / n for e in evals],
         "oracle": [float(any(e.passed)) for e in evals],
     }
-    for name, attr in METHODS:
+    methods = methods_for(evals)
+    for name, attr in methods:
         cols[name] = [float(e.passed[getattr(e, attr)]) for e in evals]
     out: dict[str, Any] = {"deciding": sum(1 for e in evals if 0 < sum(e.passed) < n)}
-    for name, _ in METHODS:
+    for name, _ in methods:
         out[name] = {
             "pass1": bootstrap_ci(cols, lambda c, k=name: float(c[k].mean()), resamples=resamples, seed=seed),
             "se": bootstrap_ci(cols, lambda c, k=name: selection_efficiency(

@@ -27,14 +27,15 @@ from typing import Any
 
 import httpx
 
-from localswarm.eval.codegen import messages_for
+from localswarm.eval.codegen import messages_for, tests_messages_for
 
 logger = logging.getLogger(__name__)
 
 #: Where a base model's completion of a HumanEval prompt ends (the usual HumanEval stops).
 COMPLETION_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```")
 
-__all__ = ["Endpoint", "GenConfig", "base_url_endpoints", "read_samples", "sample_all", "spawned"]
+__all__ = ["Endpoint", "GenConfig", "Run", "base_url_endpoints", "check_disjoint_seeds", "read_samples",
+           "sample_all", "sample_runs", "spawned"]
 
 
 @dataclass
@@ -60,9 +61,21 @@ class GenConfig:
     request_timeout: float = 900.0
     completion: bool = False  # base models: /v1/completions on the raw prompt, stop at the next top-level def
     extra_body: dict[str, Any] = field(default_factory=dict)
+    #: ``solve``: the problem's solution (the default); ``tests``: a few ``assert`` lines for
+    #: it (the CodeT experiment's second round, see :mod:`localswarm.eval.codet`).
+    task: str = "solve"
 
     def seed_for(self, problem_index: int, sample: int) -> int:
         return self.seed + problem_index * 1000 + sample
+
+
+def problem_number(problem: dict, position: int) -> int:
+    """The problem's number in its benchmark (``HumanEval/17`` -> 17), else its position:
+    the ``p`` of a sample's seed, whatever subset or order the run uses."""
+    try:
+        return int(str(problem["task_id"]).rsplit("/", 1)[1])
+    except (KeyError, IndexError, ValueError):
+        return position
 
 
 def normalise_base_url(url: str) -> str:
@@ -172,7 +185,9 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, problem: dict, pidx: int
                cfg: GenConfig) -> dict:
     seed = cfg.seed_for(pidx, sidx)
     body: dict[str, Any] = {"model": ep.model}
-    if cfg.completion:
+    if cfg.task == "tests":
+        body["messages"] = tests_messages_for(problem)
+    elif cfg.completion:
         body.update(prompt=problem["prompt"], stop=list(COMPLETION_STOP))
     else:
         body["messages"] = messages_for(problem)
@@ -188,8 +203,11 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, problem: dict, pidx: int
         body["cache_prompt"] = True
     body.update(cfg.extra_body)
     rec: dict[str, Any] = {"task_id": problem["task_id"], "sample": sidx, "seed": seed, "endpoint": ep.name,
-                           "model": ep.model, "mode": "completion" if cfg.completion else "chat"}
-    path = "/completions" if cfg.completion else "/chat/completions"
+                           "model": ep.model,
+                           "mode": "completion" if cfg.completion and cfg.task == "solve" else "chat"}
+    if cfg.task != "solve":
+        rec["task"] = cfg.task
+    path = "/completions" if cfg.completion and cfg.task == "solve" else "/chat/completions"
     error = None
     for attempt in range(3):
         start = time.monotonic()
@@ -223,6 +241,29 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, problem: dict, pidx: int
     return rec
 
 
+@dataclass
+class Run:
+    """One independent run: its settings (seed base) and its samples file."""
+
+    cfg: GenConfig
+    out_path: Path
+    done: set[tuple[str, int]] = field(default_factory=set)
+
+
+def check_disjoint_seeds(cfgs: list[GenConfig], problems: list[int]) -> None:
+    """Raise ValueError when two runs would use the same seed anywhere (not independent).
+    ``problems``: the problem numbers (see :func:`problem_number`)."""
+    seen: dict[int, int] = {}
+    for r, cfg in enumerate(cfgs):
+        for p in problems:
+            for s in range(cfg.n):
+                seed = cfg.seed_for(p, s)
+                if seed in seen and seen[seed] != r:
+                    raise ValueError(f"seed bases {cfgs[seen[seed]].seed} and {cfg.seed} share seed {seed}: "
+                                     "runs would not be independent")
+                seen[seed] = r
+
+
 async def sample_all(
     problems: list[dict],
     endpoints: list[Endpoint],
@@ -240,37 +281,55 @@ async def sample_all(
     ``cfg.seed + 1000 p + i`` whichever endpoint serves it. Past ``deadline``
     (``time.monotonic()``) no new request starts; those in flight finish.
     """
-    done = done or set()
-    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    return await sample_runs(problems, endpoints, [Run(cfg, out_path, done or set())],
+                             progress=progress, deadline=deadline)
+
+
+async def sample_runs(
+    problems: list[dict],
+    endpoints: list[Endpoint],
+    runs: list[Run],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+) -> float:
+    """Several runs interleaved problem by problem: problem 0 of every run, then problem 1...
+
+    So runs cut short by ``deadline`` cover the same problems (give or take the one in
+    flight). Each run appends to its own file. Returns wall seconds.
+    """
+    queue: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
     for p, prob in enumerate(problems):
-        for s in range(cfg.n):
-            if (prob["task_id"], s) not in done:
-                queue.put_nowait((p, s))
+        for r, run in enumerate(runs):
+            for s in range(run.cfg.n):
+                if (prob["task_id"], s) not in run.done:
+                    queue.put_nowait((p, r, s))
     total = queue.qsize()
     finished = 0
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        run.out_path.parent.mkdir(parents=True, exist_ok=True)
     lock = asyncio.Lock()
     start = time.monotonic()
     limits = httpx.Limits(max_connections=sum(e.slots for e in endpoints) + 4)
-    async with httpx.AsyncClient(limits=limits) as client:
-        with open(out_path, "a", encoding="utf-8") as out:
+    async with httpx.AsyncClient(limits=limits) as client, contextlib.AsyncExitStack() as stack:
+        outs = [stack.enter_context(open(run.out_path, "a", encoding="utf-8")) for run in runs]
 
-            async def worker(ep: Endpoint) -> None:
-                nonlocal finished
-                while True:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
-                    try:
-                        p, s = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
-                    rec = await _one(client, ep, problems[p], p, s, cfg)
-                    async with lock:
-                        out.write(json.dumps(rec) + "\n")
-                        out.flush()
-                        finished += 1
-                        if progress:
-                            progress(finished, total)
+        async def worker(ep: Endpoint) -> None:
+            nonlocal finished
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                try:
+                    p, r, s = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                rec = await _one(client, ep, problems[p], problem_number(problems[p], p), s, runs[r].cfg)
+                async with lock:
+                    outs[r].write(json.dumps(rec) + "\n")
+                    outs[r].flush()
+                    finished += 1
+                    if progress:
+                        progress(finished, total)
 
-            await asyncio.gather(*(worker(ep) for ep in endpoints for _ in range(ep.slots)))
+        await asyncio.gather(*(worker(ep) for ep in endpoints for _ in range(ep.slots)))
     return time.monotonic() - start

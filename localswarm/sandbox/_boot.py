@@ -41,6 +41,7 @@ MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 _FLAG_BITS = {
     "nosuid": MS_NOSUID,
     "nodev": MS_NODEV,
@@ -168,8 +169,196 @@ def _drop_to_nobody(libc: ctypes.CDLL, notes: list[str]) -> bool:
     return True
 
 
+def _child(job: dict, jobdir: str, outdir: str, limits: dict, drop: bool, server: int) -> None:
+    """In a forked child of the server: one program, as the one-shot mode runs it."""
+    try:
+        os.setsid()
+        out = os.open(os.path.join(outdir, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open(os.path.join(outdir, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        for fd in (out, err, devnull):
+            os.close(fd)
+        _set_limits(dict(limits, **(job.get("limits") or {})))
+        os.chdir(jobdir)
+        if drop:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        # Die with the server (set after the drop: changing credentials clears it).
+        _libc().prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if os.getppid() != server:
+            os._exit(1)
+        program = os.path.join(jobdir, "program.py")
+        sys.argv = [program]
+        sys.path[0] = jobdir
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the fds 1 and 2 set above
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+        code = compile(job["source"], program, "exec")
+        exec(code, {"__name__": "__main__", "__file__": program, "__builtins__": __builtins__})
+    except SystemExit as exc:
+        code_ = exc.code
+        sys.stdout.flush()
+        os._exit(code_ if isinstance(code_, int) else (0 if code_ is None else 1))
+    except BaseException:  # noqa: BLE001 - the program's own error: traceback to stderr, exit 1
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _read_limited(path: str, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def serve(cfg: dict) -> None:
+    """Fork-server mode: set the namespaces up once, then fork one child per program.
+
+    Jobs arrive on stdin, one JSON line each (``id``, ``source``, ``wall_s``, optional
+    ``limits``); each result leaves on stdout as one JSON line (``id``, ``rc``,
+    ``timed_out``, ``duration_s``, ``stdout``, ``stderr``). Every child gets its own
+    directory under the one writable ``workroot``, its own session (killed as a group
+    at its wall limit), the resource limits, and as root the drop to ``nobody``. The
+    server itself stays root inside the namespaces so that it can fork and clean up.
+    """
+    import selectors
+    import shutil
+    import signal
+    import time
+
+    workroot = cfg["workdir"]
+    limits = cfg.get("limits", {})
+    output_bytes = int(cfg.get("output_bytes", 64 << 10))
+    notes: list[str] = []
+    net = mnt = ro = False
+    libc = _libc()
+    root = os.geteuid() == 0
+    if cfg.get("isolate", True):
+        net, mnt = _unshare(libc, notes)
+        if mnt:
+            ro = _readonly_except(libc, workroot, notes)
+    drop = root and cfg.get("isolate", True)
+    if drop:
+        for name in PRELOAD:
+            try:
+                __import__(name)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+    os.chdir(workroot)
+    reply = sys.stdout
+    reply.write(json.dumps({"ready": True, "net_ns": net, "mnt_ns": mnt, "readonly_fs": ro, "nobody": drop,
+                            "notes": notes}) + "\n")
+    reply.flush()
+    running: dict[int, dict] = {}  # pid -> job
+    wake_r, wake_w = os.pipe()  # SIGCHLD wakes the select below
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ, "jobs")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    counter = 0
+    pending = b""
+    stdin_open = True
+
+    def finish(pid: int, status: int | None, timed_out: bool) -> None:
+        job = running.pop(pid)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # stragglers in its session
+        except OSError:
+            pass
+        rc = None if status is None else os.waitstatus_to_exitcode(status)
+        res = {"id": job["id"], "rc": rc, "timed_out": timed_out,
+               "duration_s": round(time.monotonic() - job["start"], 4),
+               "stdout": _read_limited(os.path.join(job["out"], "stdout"), output_bytes),
+               "stderr": _read_limited(os.path.join(job["out"], "stderr"), output_bytes)}
+        shutil.rmtree(job["dir"], ignore_errors=True)
+        shutil.rmtree(job["out"], ignore_errors=True)
+        reply.write(json.dumps(res) + "\n")
+        reply.flush()
+
+    def start(job: dict) -> None:
+        nonlocal counter
+        counter += 1
+        jobdir = os.path.join(workroot, f"job-{counter}")
+        outdir = os.path.join(workroot, f"out-{counter}")
+        os.mkdir(jobdir, 0o700)
+        os.mkdir(outdir, 0o700)  # root's: a dropped child cannot reach its own output files
+        with open(os.path.join(jobdir, "program.py"), "w", encoding="utf-8") as f:
+            f.write(job["source"])
+        if drop:
+            os.chown(jobdir, 65534, 65534)
+            os.chown(os.path.join(jobdir, "program.py"), 65534, 65534)
+        server = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sel.close()
+            os.close(wake_r)
+            os.close(wake_w)
+            _child(job, jobdir, outdir, limits, drop, server)
+        now = time.monotonic()
+        running[pid] = dict(job, dir=jobdir, out=outdir, start=now, deadline=now + float(job.get("wall_s", 10)))
+
+    while stdin_open or running:
+        now = time.monotonic()
+        nearest = min((j["deadline"] for j in running.values()), default=None)
+        for key, _ in sel.select(None if nearest is None else max(0.0, nearest - now)):
+            if key.data == "wake":
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                stdin_open = False
+                sel.unregister(0)
+                continue
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line.strip():
+                    start(json.loads(line))
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in running:
+                finish(pid, status, False)
+        now = time.monotonic()
+        for pid in [p for p, j in running.items() if j["deadline"] <= now]:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _, status = os.waitpid(pid, 0)
+            finish(pid, status, True)
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("serve"):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        serve(cfg)
+        return
     workdir = cfg["workdir"]
     status = open(cfg["status"], "w")  # noqa: SIM115 - closed after the report line
     _set_limits(cfg.get("limits", {}))

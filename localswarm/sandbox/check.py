@@ -17,16 +17,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..consensus.examples import (Example, answer_code, defined_names, find_examples,
+from ..consensus.examples import (MAX_EXAMPLES, Example, answer_code, defined_names, find_examples,
                                   parse_results, program)
 from ..consensus.model import Candidate, VoteResult
 from ..consensus.vote import vote
-from . import Limits, isolation_summary, probe, run_program
+from . import Limits, SandboxResult, isolation_summary, probe, run_program
+from .forkserver import run_programs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "exec_enabled", "isolation",
-           "relevant_examples", "run_examples"]
+__all__ = ["CHECK_LIMITS", "Isolation", "checked_vote", "examples_for", "exec_enabled", "isolation",
+           "RUNNERS", "relevant_examples", "run_examples", "run_examples_each"]
 
 #: Limits for one candidate's run: the examples are small calls, not a test suite.
 CHECK_LIMITS = Limits(wall_s=3.0, cpu_s=2, as_bytes=512 << 20)
@@ -53,27 +54,56 @@ def isolation() -> Isolation:
     return Isolation("full" if full else "limits", isolation_summary(info))
 
 
-def _run_one(code: str, examples: Sequence[Example], isolate: bool) -> int | None:
-    if not code.strip():
-        return None
-    sentinel = "LSW-EXEC-" + secrets.token_hex(8) + ":"
-    r = run_program(program(code, examples, sentinel), limits=CHECK_LIMITS, isolate=isolate)
-    results = parse_results(r.stdout, sentinel, len(examples))
-    return sum(results) if results is not None else 0
+#: How the candidates run: ``fork`` (the default: one child per candidate of a sandboxed
+#: fork server kept warm for the process, see :mod:`localswarm.sandbox.forkserver`),
+#: ``fork-cold`` (a fork server started for this request only) or ``oneshot`` (one
+#: sandboxed interpreter per candidate). Without ``os.fork`` it is always ``oneshot``.
+RUNNERS = ("fork", "fork-cold", "oneshot")
+
+
+def run_examples_each(codes: Sequence[str], examples: Sequence[Example], *, isolate: bool = True,
+                      workers: int | None = None, runner: str = "fork") -> list[list[bool] | None]:
+    """Per candidate, which examples it passed, in order (None: no Python code)."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
+    if not examples or not codes:
+        return [None] * len(codes)
+    sentinels = ["LSW-EXEC-" + secrets.token_hex(8) + ":" for _ in codes]
+    todo = [i for i, c in enumerate(codes) if c.strip()]
+    sources = [program(codes[i], examples, sentinels[i]) for i in todo]
+    results: list[SandboxResult | None] = []
+    if runner.startswith("fork") and hasattr(os, "fork"):
+        try:
+            results = list(run_programs(sources, limits=CHECK_LIMITS, isolate=isolate, warm=runner == "fork"))
+        except OSError as exc:
+            logger.warning("exec check: fork server failed (%s); one interpreter per answer instead", exc)
+    if not results and sources:
+        workers = workers or min(len(sources), max(1, os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsw-exec") as pool:
+            results = list(pool.map(lambda src: run_program(src, limits=CHECK_LIMITS, isolate=isolate), sources))
+    out: list[list[bool] | None] = [None] * len(codes)
+    for i, r in zip(todo, results):
+        parsed = parse_results(r.stdout if r is not None else "", sentinels[i], len(examples))
+        out[i] = parsed if parsed is not None else [False] * len(examples)
+    return out
 
 
 def run_examples(codes: Sequence[str], examples: Sequence[Example], *, isolate: bool = True,
-                 workers: int | None = None) -> list[int | None]:
+                 workers: int | None = None, runner: str = "fork") -> list[int | None]:
     """Examples passed per candidate (None: the candidate carries no Python code).
 
     Examples calling a function that no candidate defines are left out first; the
     caller passes only the examples that remain (see :func:`relevant_examples`).
     """
-    if not examples or not codes:
-        return [None] * len(codes)
-    workers = workers or min(len(codes), max(1, os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsw-exec") as pool:
-        return list(pool.map(lambda c: _run_one(c, examples, isolate), codes))
+    each = run_examples_each(codes, examples, isolate=isolate, workers=workers, runner=runner)
+    return [None if r is None else sum(r) for r in each]
+
+
+def examples_for(codes: Sequence[str], text: str) -> list[Example]:
+    """The examples in ``text`` that call a function some answer defines, at most
+    ``MAX_EXAMPLES`` (chosen after the filter, so a long conversation's unrelated
+    examples do not crowd out the relevant ones)."""
+    return relevant_examples(codes, find_examples(text, limit=16 * MAX_EXAMPLES))[:MAX_EXAMPLES]
 
 
 def relevant_examples(codes: Sequence[str], examples: Sequence[Example]) -> list[Example]:
@@ -106,7 +136,7 @@ def exec_enabled(mode: str) -> bool:
 
 
 async def checked_vote(candidates: list[Candidate], request_text: str, *, strategy: str,
-                       threshold: float, mode: str) -> VoteResult:
+                       threshold: float, mode: str, runner: str = "fork") -> VoteResult:
     """The vote, run-checked where it can be: see :mod:`localswarm.consensus.strategies`.
 
     ``similarity`` (the default) and ``exec`` run every answer on the request's examples
@@ -121,11 +151,10 @@ async def checked_vote(candidates: list[Candidate], request_text: str, *, strate
         elif not await asyncio.to_thread(exec_enabled, mode):
             why = "exec checking is off on this swarm (exec_check)"
         else:
-            examples = find_examples(request_text)
             codes = [answer_code(c.text, c.tool_calls) for c in candidates]
-            examples = relevant_examples(codes, examples) if examples else []
+            examples = examples_for(codes, request_text)
             if examples:
-                passes = await asyncio.to_thread(run_examples, codes, examples)
+                passes = await asyncio.to_thread(run_examples, codes, examples, runner=runner)
                 return vote(candidates, strategy="exec", threshold=threshold,
                             passes=passes, examples=len(examples))
             why = "no runnable examples in the request for a function the answers define"

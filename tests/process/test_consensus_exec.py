@@ -10,7 +10,7 @@ import pytest
 
 from localswarm.consensus import Candidate, vote
 from localswarm.consensus.examples import answer_code, find_examples, parse_results, program, request_text
-from localswarm.sandbox.check import checked_vote, relevant_examples, run_examples
+from localswarm.sandbox.check import checked_vote, examples_for, relevant_examples, run_examples
 
 GOOD = "```python\ndef is_even(n):\n    return n % 2 == 0\n```"
 GOOD_2 = "Here:\n```python\ndef is_even(k):\n    return not k % 2\n\nprint(is_even(3))\n```"
@@ -49,6 +49,22 @@ def test_doctest_assert_and_arrow_forms_are_found():
         ("sum_pairs([1, 2])", "[3]", "arrow"),
         ("f(2)", "'x'", "arrow"),
     ]
+
+
+def test_arrow_pairs_inside_prose_are_found():
+    found = find_examples("Fix is_even so that is_even(4) returns True and is_even(3) → False. "
+                          "Also f(1) -> 2, f(2) -> (4, 5); g([1, 2]) => [2, 1].")
+    assert [(e.call, e.expected) for e in found] == [
+        ("is_even(4)", "True"), ("is_even(3)", "False"), ("f(1)", "2"), ("f(2)", "(4, 5)"), ("g([1, 2])", "[2, 1]")]
+    # a call with no arrow after it, or an arrow with no literal after it, is no example
+    assert find_examples("call is_even(4) first; then is_even(3) returns whatever it likes") == []
+
+
+def test_examples_are_capped_after_keeping_the_relevant_ones():
+    noise = "\n".join(f"other({i}) → {i}" for i in range(40))
+    codes = ["def is_even(n):\n    return n % 2 == 0\n"]
+    found = examples_for(codes, noise + "\nis_even(4) → True")
+    assert [(e.call, e.expected) for e in found] == [("is_even(4)", "True")]
 
 
 def test_what_is_not_an_example_is_ignored():
