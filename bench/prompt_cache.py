@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
 from localswarm.backends.llama_server import LlamaServerBackend, embedded_model_path, find_llama_server  # noqa: E402
+from localswarm.models.calibrate import wait_ready  # noqa: E402
 from localswarm.supervisor.instance import free_port  # noqa: E402
 
 FIRST_TURN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "opencode" / "first-turn-1.18.33.json"
@@ -63,7 +64,6 @@ def turns() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
 
 def run(binary: Path, model: Path, threads: int) -> list[tuple[str, dict[str, Any]]]:
     import subprocess
-    import time
 
     backend = LlamaServerBackend(binary=binary, model_path=model, model_id="swarm", ctx_size=8192, parallel=2)
     port = free_port()
@@ -71,14 +71,7 @@ def run(binary: Path, model: Path, threads: int) -> list[tuple[str, dict[str, An
     proc = subprocess.Popen(spec.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(proc, base, 120)
         a1, b1, _ = turns()
         first = _post(base, a1)
         other = _post(base, b1)

@@ -94,7 +94,8 @@ def _start(binary: Path, model: Path, threads: int, ctx: int,
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float) -> None:
+    """Wait for a llama-server started here to answer /health; raise if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -135,7 +136,7 @@ def servers(binary: Path, model: Path, *, instances: int = 1, threads: int | Non
         for _ in range(instances):
             procs.append(_start(binary, model, per, ctx, device))
         for proc, base in procs:
-            _wait_ready(proc, base, ready_timeout)
+            wait_ready(proc, base, ready_timeout)
         yield [base for _, base in procs]
     finally:
         for proc, _ in procs:

