@@ -326,11 +326,11 @@ class MemoryGuard:
                f"below the {_mib(self.policy.reserve)} reserve")
         logger.warning("memory guard: %s free on %s (%s), below the %s reserve: draining and stopping %s "
                        "(the newest instance)", _mib(free), device, source, _mib(self.policy.reserve), inst.name)
-        self.held[inst.name] = why
         self._shed.add(inst.name)
         self._pending.pop(inst.name, None)
         self.sheds += 1
         await inst.stop(drain_timeout=self.policy.drain_timeout)
+        self.held[inst.name] = why  # said once it is true: the process has exited
         inst.last_error = why
         inst.start()  # parks in admit() until the memory returns
 
