@@ -12,7 +12,11 @@ It asserts, and writes to docs/benchmarks.md (section "Soak"):
 - no answer with a 5xx status, and no error event inside a 200 stream;
 - every valid request answered 200 and every bad one refused with a 4xx in OpenAI's shape;
 - the gateway's RSS grows by at most 20 MiB from the end of the warm-up to the end;
-- its open file descriptors (psutil ``num_fds``) are flat: end minus start within a few;
+- its open file descriptors are accounted for (psutil ``num_fds`` and ``net_connections``): those
+  that are neither client nor upstream sockets are flat (end minus start within a few), no client
+  connection is left open once every client has gone, and the connections to the instances stay
+  within the two keep-alive pools' bounds (their count varies with the peak fan-out reached, so it
+  is bounded, not compared);
 - no instance restarted (status: ``restarts`` and pids unchanged).
 
 By default the instances are the FAKE llama-server (tests/fakes/fake_llama_server.py, not
@@ -55,7 +59,11 @@ from tests.helpers import fake_binary, free_tcp_port  # noqa: E402
 SECTION = "Soak"
 MIB = 2**20
 RSS_GROWTH_LIMIT = 20 * MIB
-FD_TOLERANCE = 4
+FD_TOLERANCE = 2
+# Keep-alive connections to each instance the gateway process may hold: 4 in the gateway's pool
+# (localswarm/gateway/app.py, max_keepalive_connections=n * 4) and 2 in the supervisor's health
+# checks (localswarm/supervisor/supervisor.py, max_connections=instances * 2).
+UPSTREAM_POOL_PER_INSTANCE = 6
 # Two instances answering slightly different text, word by word (llama-server streams a token
 # per event): a real similarity vote, and streams long enough to leave in the middle of.
 FAKE_REPLIES = [
@@ -74,6 +82,25 @@ MIX = {
 GOOD = {"plain", "stream", "tools", "tools_stream", "n2", "n2_stream", "completion"}
 
 
+@dataclass(frozen=True)
+class Fds:
+    """The gateway process's open descriptors by kind; a leak shows where no pool explains it."""
+
+    other: int = 0  # files, pipes, epoll, unix sockets, the listening socket: flat across the soak
+    clients: int = 0  # TCP connections accepted on the gateway's port: none once every client has left
+    upstream: int = 0  # TCP connections to the instances: keep-alive pools, bounded
+
+    @classmethod
+    def of(cls, proc: psutil.Process, port: int) -> Fds:
+        conns = [c for c in proc.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
+        clients = sum(1 for c in conns if c.laddr and c.laddr.port == port)
+        upstream = len(conns) - clients
+        return cls(other=proc.num_fds() - clients - upstream, clients=clients, upstream=upstream)
+
+    def __str__(self) -> str:
+        return f"{self.other} other, {self.clients} client, {self.upstream} upstream"
+
+
 @dataclass
 class Result:
     requests: int
@@ -87,8 +114,9 @@ class Result:
     rss_start: int = 0
     rss_end: int = 0
     rss_peak: int = 0
-    fds_start: int = 0
-    fds_end: int = 0
+    fds_start: Fds = field(default_factory=Fds)
+    fds_end: Fds = field(default_factory=Fds)
+    instances: int = 2
     restarts: int = 0
     pids_changed: int = 0
     log_errors: list[str] = field(default_factory=list)  # the gateway log's ERROR lines and tracebacks
@@ -108,8 +136,13 @@ class Result:
             out.append(f"problems: {dict(self.problems)}; e.g. {self.examples[:3]}")
         if self.rss_growth > RSS_GROWTH_LIMIT:
             out.append(f"gateway RSS grew {self.rss_growth / MIB:.1f} MiB (limit {RSS_GROWTH_LIMIT / MIB:.0f})")
-        if abs(self.fds_end - self.fds_start) > FD_TOLERANCE:
-            out.append(f"gateway open fds {self.fds_start} -> {self.fds_end}")
+        if abs(self.fds_end.other - self.fds_start.other) > FD_TOLERANCE:
+            out.append(f"gateway open fds (not sockets to clients or instances) {self.fds_start} -> {self.fds_end}")
+        if self.fds_end.clients:
+            out.append(f"{self.fds_end.clients} client connections still open after every client left")
+        if self.fds_end.upstream > UPSTREAM_POOL_PER_INSTANCE * self.instances:
+            out.append(f"{self.fds_end.upstream} connections to {self.instances} instances "
+                       f"(the keep-alive pools hold at most {UPSTREAM_POOL_PER_INSTANCE * self.instances})")
         if self.log_errors:
             out.append(f"{len(self.log_errors)} errors in the gateway log, e.g. {self.log_errors[:2]}")
         if self.dead_socket_writes:
@@ -317,7 +350,7 @@ def soak(requests: int = 10_000, concurrency: int = 8, *, real: bool = False, se
             asyncio.run(drive(url, draw(warmup, seed + 1), concurrency, seed + 1, Result(warmup, concurrency, real)))
             swarm.settle()
             result.rss_start = result.rss_peak = swarm.process.memory_info().rss
-            result.fds_start = swarm.process.num_fds()
+            result.fds_start = Fds.of(swarm.process, swarm.port)
             kinds = draw(requests, seed)
             started = time.monotonic()
 
@@ -341,7 +374,7 @@ def soak(requests: int = 10_000, concurrency: int = 8, *, real: bool = False, se
             swarm.settle()
             result.rss_end = swarm.process.memory_info().rss
             result.rss_peak = max(result.rss_peak, result.rss_end)
-            result.fds_end = swarm.process.num_fds()
+            result.fds_end = Fds.of(swarm.process, swarm.port)
             after = swarm.status()
             result.restarts = sum(i["restarts"] for i in after["instances"])
             result.pids_changed = sum(a["pid"] != b["pid"] for a, b in zip(before["instances"], after["instances"]))
@@ -389,7 +422,8 @@ def report(r: Result) -> str:
         f"{sum(r.problems.values())} |",
         f"| gateway RSS growth after warm-up | <= 20 MiB | {r.rss_growth / MIB:+.1f} MiB "
         f"({r.rss_start / MIB:.1f} -> {r.rss_end / MIB:.1f}, peak {r.rss_peak / MIB:.1f}) |",
-        f"| gateway open fds, start -> end | flat (± {FD_TOLERANCE}) | {r.fds_start} -> {r.fds_end} |",
+        f"| gateway open fds, start -> end | others flat (± {FD_TOLERANCE}), 0 client sockets, upstream "
+        f"<= {UPSTREAM_POOL_PER_INSTANCE * r.instances} | {r.fds_start} -> {r.fds_end} |",
         f"| instance restarts | 0 | {r.restarts} (pids changed: {r.pids_changed}) |",
         f"| gateway log: ERROR lines and tracebacks; writes to clients already gone | 0; 0 | "
         f"{len(r.log_errors)}; {r.dead_socket_writes} |",

@@ -4,7 +4,8 @@ The same code as bench/soak.py (10,000 requests, figures in docs/benchmarks.md):
 gateway process over two instances of tests/fakes/fake_llama_server.py (not llama.cpp),
 streamed, tools, n > 1, completions, clients that leave midway and bad inputs, 8 at a time.
 No 5xx, every valid request answered and every bad one refused in OpenAI's shape, gateway
-RSS within 20 MiB of the warm-up's, its open fds flat, no instance restarted.
+RSS within 20 MiB of the warm-up's, its open fds accounted for (no client socket left, upstream
+sockets within the keep-alive pools, the rest flat), no instance restarted.
 """
 
 from __future__ import annotations
