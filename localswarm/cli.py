@@ -366,8 +366,11 @@ def detect(as_json: bool, calibrate: bool, llama_server: str | None) -> None:
         if as_json:
             click.echo(json.dumps({"calibration": speed.to_dict()}))
         else:
+            units = "" if speed.kernels == "uniform" else f" (Q8_0-kernel units, kernel table {speed.kernels})"
             click.echo(f"calibration: {speed.source}\n  effective compute {speed.flops / 1e9:.1f} "
-                       f"GFLOP/s, effective bandwidth {speed.bandwidth / 1e9:.2f} GB/s (cached)")
+                       f"GFLOP/s, effective bandwidth {speed.bandwidth / 1e9:.2f} GB/s{units}; two instances "
+                       f"each run {speed.pair_prefill:.2f}x / {speed.pair_decode:.2f}x slower (prefill / "
+                       f"decode) than one alone (cached)")
 
 
 @main.command()

@@ -6,6 +6,13 @@ SmolLM2, sends one ``/completion`` of :data:`CAL_PROMPT_TOKENS` token ids with
 (``prompt_per_second``, ``predicted_per_second``). The rates are turned into effective
 device figures (:func:`localswarm.models.speed.device_from_measurement`) and cached in
 ``<cache dir>/speed-calibration.json`` per machine and per binary (path, size, mtime).
+
+On a CPU with two cores or more it then runs the first request on two servers at once, the
+threads split between them as ``up`` splits them: how much each slows down when two
+instances share the CPU (one 2-thread llama-server on this 2-core VM decodes only 1.4x as
+fast as a 1-thread one, so two instances lose far less than half each); and a short decode on
+one thread and on two, whose difference is what the threads spend meeting at each node of the
+graph (it weighs on a small model, with many small matrices, far more than on a large one).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,15 @@ from ..errors import LocalSwarmError
 from ..hardware.types import HardwareProfile
 from ..paths import cache_dir
 from .gguf_meta import read_gguf_meta
-from .speed import DeviceSpeed, ModelCost, cost_from_meta, device_from_measurement
+from .speed import (
+    UNIFORM,
+    DeviceSpeed,
+    KernelRates,
+    ModelCost,
+    cost_from_meta,
+    cpu_kernels,
+    device_from_measurement,
+)
 
 CAL_PROMPT_TOKENS = 256
 CAL_OUTPUT_TOKENS = 32
@@ -170,16 +185,23 @@ def calibration_round(base: str, vocab: int, salt: int = 0) -> tuple[RunTimings,
 
 def device_from_timings(cost: ModelCost, t: RunTimings, deeper: RunTimings | None = None, *,
                         deeper_pos: float | None = None, sharing: int = 1,
-                        source: str = "calibrated") -> DeviceSpeed:
+                        source: str = "calibrated", kernels: KernelRates = UNIFORM,
+                        node_seconds: float = 0.0) -> DeviceSpeed:
     """Whole-device effective rates from one instance's timings (times ``sharing``);
     ``deeper`` is the follow-up request whose decode ran at ``deeper_pos``."""
+    # prefill: the follow-up's, a full 512-token batch past a cached prefix, as most of a
+    # long prompt is processed (a 256-token batch is not what a 2,845-token turn runs)
+    pre = deeper if deeper is not None and deeper_pos is not None else t
+    pre_end = round(deeper_pos - deeper.predicted_n / 2) if pre is deeper else t.prompt_n  # type: ignore[operator, union-attr]
     d = device_from_measurement(
-        cost, prompt_tokens=t.prompt_n, prefill_tps=t.prompt_per_second,
+        cost, prompt_tokens=pre_end, prefill_start=pre_end - pre.prompt_n,
+        prefill_tps=pre.prompt_per_second,
         decode_pos=t.prompt_n + t.predicted_n / 2, decode_tps=t.predicted_per_second,
         source=source, decode_pos2=deeper_pos if deeper else None,
-        decode_tps2=deeper.predicted_per_second if deeper else None)
-    return DeviceSpeed(d.flops * sharing, d.bandwidth * sharing, source,
-                       d.decode_attention_flops * sharing)
+        decode_tps2=deeper.predicted_per_second if deeper else None, kernels=kernels,
+        node_seconds=node_seconds)
+    return replace(d, flops=d.flops * sharing, bandwidth=d.bandwidth * sharing,
+                   decode_attention_flops=d.decode_attention_flops * sharing)
 
 
 def calibration_timings(binary: Path, model: Path, *, threads: int | None = None,
@@ -189,14 +211,78 @@ def calibration_timings(binary: Path, model: Path, *, threads: int | None = None
         return calibration_round(bases[0], read_gguf_meta(model).vocab_size or 32000)
 
 
+def pair_timings(binary: Path, model: Path, *, threads: int | None = None,
+                 salt: int = 0) -> list[RunTimings]:
+    """The calibration's first request on two CPU servers at once, ``threads`` (all cores)
+    split between them; empty on a single core (nothing to split)."""
+    from ..supervisor.supervisor import available_cores
+
+    if (threads or available_cores()) < 2:
+        return []
+    with servers(binary, model, instances=2, threads=threads) as bases:
+        return at_once(bases, prompt_ids(CAL_PROMPT_TOKENS, read_gguf_meta(model).vocab_size or 32000,
+                                         salt), CAL_OUTPUT_TOKENS)
+
+
+SYNC_PROMPT_TOKENS = 16
+SYNC_OUTPUT_TOKENS = 48
+
+
+def sync_timings(binary: Path, model: Path, *, threads: int | None = None) -> list[RunTimings]:
+    """A short decode on one thread, then on two: what meeting at every node costs the
+    threads; empty on a single core."""
+    from ..supervisor.supervisor import available_cores
+
+    if (threads or available_cores()) < 2:
+        return []
+    ids = prompt_ids(SYNC_PROMPT_TOKENS, read_gguf_meta(model).vocab_size or 32000, salt=7)
+    out = []
+    for k in (1, 2):
+        with servers(binary, model, threads=k) as bases:
+            out.append(complete(bases[0], ids, SYNC_OUTPUT_TOKENS))
+    return out
+
+
+def node_seconds(cost: ModelCost, sync: Sequence[RunTimings]) -> float:
+    """Per tensor of the model and per decoded token: how much longer a 2-thread decode
+    took than half a 1-thread one (0 without the two runs)."""
+    if len(sync) < 2 or not cost.tensors:
+        return 0.0
+    one, two = sync
+    excess = 1.0 / two.predicted_per_second - 0.5 / one.predicted_per_second
+    return max(excess, 0.0) / cost.tensors
+
+
+def pair_slowdowns(alone: RunTimings, pair: Sequence[RunTimings]) -> dict[str, float]:
+    """``pair_prefill``/``pair_decode`` for :class:`DeviceSpeed`: how many times slower the
+    slower of two instances sharing the device ran than one alone (2 would be an even
+    split; kept within 1..4). Empty without a pair run."""
+    if not pair:
+        return {}
+    clamp = lambda x: min(max(x, 1.0), 4.0)  # noqa: E731
+    return {"pair_prefill": clamp(alone.prompt_per_second / min(t.prompt_per_second for t in pair)),
+            "pair_decode": clamp(alone.predicted_per_second / min(t.predicted_per_second for t in pair))}
+
+
 CAL_DEEPER_POS = CAL_PROMPT_TOKENS + CAL_FOLLOW_UP_TOKENS + CAL_OUTPUT_TOKENS / 2
 
 
 def device_from_calibration(model: Path, first: RunTimings, deeper: RunTimings, *,
-                            source: str) -> DeviceSpeed:
-    """Device rates from the calibration's two requests with ``model``."""
-    return device_from_timings(cost_from_meta(read_gguf_meta(model)), first, deeper,
-                               deeper_pos=CAL_DEEPER_POS, source=source)
+                            source: str, kernels: KernelRates = UNIFORM,
+                            pair: Sequence[RunTimings] = (),
+                            sync: Sequence[RunTimings] = ()) -> DeviceSpeed:
+    """Device rates from the calibration's two requests with ``model``, in units of the
+    device's ``kernels``, with the slowdowns of the ``pair`` run (:func:`pair_timings`) and
+    the threads' synchronisation from the ``sync`` runs (:func:`sync_timings`)."""
+    cost = cost_from_meta(read_gguf_meta(model))
+    speed = device_from_timings(cost, first, deeper, deeper_pos=CAL_DEEPER_POS, source=source,
+                                kernels=kernels, node_seconds=node_seconds(cost, sync))
+    return replace(speed, **pair_slowdowns(first, pair))
+
+
+def kernels_of(profile: HardwareProfile, device: str) -> KernelRates:
+    """The kernel table of one of this machine's devices: its CPU's on ``cpu``, else uniform."""
+    return cpu_kernels(profile.cpu.arch) if device == "cpu" else UNIFORM
 
 
 # --- the cache -------------------------------------------------------------------------
@@ -233,9 +319,14 @@ def cached(profile: HardwareProfile, binary: Path, directory: Path | None = None
     entry = _read(_cache_path(directory)).get(machine_key(profile, binary, device))
     if not isinstance(entry, dict):
         return None
+    if entry.get("kernels", UNIFORM.name) != kernels_of(profile, device).name:
+        return None  # made against another kernel table: measure again
     try:
         return DeviceSpeed(float(entry["flops"]), float(entry["bandwidth"]), str(entry["source"]),
-                           float(entry.get("decode_attention_flops") or 0.0))
+                           float(entry.get("decode_attention_flops") or 0.0),
+                           str(entry.get("kernels", UNIFORM.name)),
+                           float(entry.get("pair_prefill", 2.0)), float(entry.get("pair_decode", 2.0)),
+                           float(entry.get("decode_node_seconds", 0.0)))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -245,12 +336,18 @@ def calibrate(profile: HardwareProfile, binary: Path, model: Path, *,
               device: str = "cpu") -> DeviceSpeed:
     """Measure ``device`` of this machine with ``model`` through ``binary``; cache it."""
     t, deeper = calibration_timings(binary, model, threads=threads, device=device)
+    pair = pair_timings(binary, model, threads=threads) if device == "cpu" else []
+    sync = sync_timings(binary, model, threads=threads) if device == "cpu" else []
     where = "" if device == "cpu" else f" on {device}"
-    speed = device_from_calibration(model, t, deeper, source=(
+    shared = (f"; two instances at once: prefill {min(p.prompt_per_second for p in pair):.0f}, decode "
+              f"{min(p.predicted_per_second for p in pair):.1f} tok/s each" if pair else "")
+    speed = device_from_calibration(model, t, deeper, kernels=kernels_of(profile, device), pair=pair,
+                                    sync=sync, source=(
         f"calibrated {time.strftime('%Y-%m-%d')} with {model.name}{where}: prefill "
-        f"{t.prompt_per_second:.0f} tok/s ({t.prompt_n} tokens), decode "
+        f"{t.prompt_per_second:.0f} tok/s ({t.prompt_n} tokens), {deeper.prompt_per_second:.0f} tok/s "
+        f"(the next {deeper.prompt_n}), decode "
         f"{t.predicted_per_second:.1f} tok/s, {deeper.predicted_per_second:.1f} tok/s "
-        f"at {CAL_DEEPER_POS:.0f} tokens"))
+        f"at {CAL_DEEPER_POS:.0f} tokens{shared}"))
     path = _cache_path(directory)
     data = _read(path)
     data[machine_key(profile, binary, device)] = {

@@ -60,6 +60,8 @@ class GGUFMeta:
     #: per tensor name: elements and bytes (the speed estimate counts parameters with them)
     tensor_elements: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     tensor_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    #: per tensor name: its ggml type as llama.cpp names it (``q4_K``, ``q8_0``, ``f32``)
+    tensor_types: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def kv_bytes_per_token_f16(self) -> int:
@@ -76,6 +78,7 @@ class GGUFMeta:
         d = asdict(self)
         d.pop("tensor_elements")
         d.pop("tensor_bytes")
+        d.pop("tensor_types")
         return d
 
 
@@ -142,7 +145,7 @@ def _parse(path: Path) -> tuple[dict[str, Any], int, int]:
             key = cur.string()
             fields[key] = cur.value(cur.unpack("I"))
         weights = 0
-        tensors: dict[str, tuple[int, int]] = {}
+        tensors: dict[str, tuple[int, int, str]] = {}
         for _ in range(n_tensors):
             tname = cur.string()
             n_dims = cur.unpack("I")
@@ -153,9 +156,15 @@ def _parse(path: Path) -> tuple[dict[str, Any], int, int]:
             cur.unpack("Q")  # offset
             block, type_size = GGML_QUANT_SIZES[ttype]
             weights += elements // block * type_size
-            tensors[tname] = (elements, elements // block * type_size)
+            tensors[tname] = (elements, elements // block * type_size, ggml_type_name(ttype))
         fields[_TENSORS] = tensors
         return fields, n_tensors, weights
+
+
+def ggml_type_name(ttype: GGMLQuantizationType) -> str:
+    """llama.cpp's name of a tensor type: ``Q4_K`` -> ``q4_K``, ``Q8_0`` -> ``q8_0``."""
+    name = ttype.name.lower()
+    return name[:-2] + "_K" if name.endswith("_k") else name
 
 
 def _int(fields: dict[str, Any], key: str, default: int | None = None) -> int | None:
@@ -214,6 +223,7 @@ def read_gguf_meta(path: str | Path, *, use_reader: bool = False) -> GGUFMeta:
         name=fields.get("general.name") if isinstance(fields.get("general.name"), str) else None,
         tensor_elements={k: v[0] for k, v in fields.get(_TENSORS, {}).items()},
         tensor_bytes={k: v[1] for k, v in fields.get(_TENSORS, {}).items()},
+        tensor_types={k: v[2] for k, v in fields.get(_TENSORS, {}).items()},
     )
 
 
@@ -233,5 +243,6 @@ def _parse_with_reader(path: Path) -> tuple[dict[str, Any], int, int]:
         else:
             fields[key] = field.contents()
     weights = sum(int(t.n_bytes) for t in reader.tensors)
-    fields[_TENSORS] = {str(t.name): (int(t.n_elements), int(t.n_bytes)) for t in reader.tensors}
+    fields[_TENSORS] = {str(t.name): (int(t.n_elements), int(t.n_bytes), ggml_type_name(t.tensor_type))
+                        for t in reader.tensors}
     return fields, len(reader.tensors), weights

@@ -147,9 +147,18 @@ class Handler(BaseHTTPRequestHandler):
     def _native_completion(self, body: dict) -> None:
         # tools/server/server.cpp: the non-OAI /completion answers content plus "timings"
         # (prompt_n, prompt_ms, prompt_per_second, predicted_n, predicted_ms,
-        # predicted_per_second); rates here come from FAKE_PROMPT_TPS / FAKE_DECODE_TPS.
+        # predicted_per_second, cache_n); rates here come from FAKE_PROMPT_TPS / FAKE_DECODE_TPS.
+        # With "cache_prompt" the one slot reuses the prefix it holds from the last prompt
+        # (token ids) and counts only the rest in prompt_n, re-evaluating at least one token.
         prompt = body.get("prompt", "")
-        prompt_n = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+        total = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+        held = getattr(self.server, "slot_prompt", [])
+        cached = 0
+        if body.get("cache_prompt") and isinstance(prompt, list):
+            while cached < min(len(held), total - 1) and held[cached] == prompt[cached]:
+                cached += 1
+        self.server.slot_prompt = prompt if isinstance(prompt, list) else []  # type: ignore[attr-defined]
+        prompt_n = total - cached
         predicted_n = int(body.get("n_predict", 16))
         ptps = float(os.environ.get("FAKE_PROMPT_TPS", "200"))
         dtps = float(os.environ.get("FAKE_DECODE_TPS", "50"))
@@ -157,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
                          "tokens_predicted": predicted_n, "timings": {
                              "prompt_n": prompt_n, "prompt_ms": 1000 * prompt_n / ptps,
                              "prompt_per_second": ptps, "predicted_n": predicted_n,
-                             "predicted_ms": 1000 * predicted_n / dtps, "predicted_per_second": dtps}})
+                             "predicted_ms": 1000 * predicted_n / dtps, "predicted_per_second": dtps,
+                             "cache_n": cached}})
 
     def _embeddings(self, body: dict) -> None:
         if not EMBEDDINGS:

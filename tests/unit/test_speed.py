@@ -188,3 +188,87 @@ def test_nvml_peaks_are_the_gpu_prior_and_a_calibration_replaces_them() -> None:
     (old,) = detect_nvidia(OldNVML())
     assert old.memory_bandwidth is None
     assert "published" in device_speeds(dataclasses.replace(TWO_CORES, gpus=(old,)))["gpu0"].source
+
+
+def _local(name: str):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from memory_estimate import local_models
+
+    path = local_models().get(name)
+    if path is None:
+        pytest.skip(f"{name} not installed")
+    return cost_from_meta(read_gguf_meta(path))
+
+
+def test_each_tensor_is_weighed_by_its_type_kernel_rate() -> None:
+    """Gemma 3 270M (Q5_0/Q4_K/Q6_K, a Q8_0 head) against SmolLM2 (Q4_1): about the same
+    FLOPs per prompt token, but on an x86-64 CPU Gemma's kernels run them far faster."""
+    from localswarm.models.speed import CPU_KERNELS, UNIFORM
+
+    smol = _local("SmolLM2-135M-Instruct Q4_1")
+    gemma = _local("Gemma 3 270M Q4_K_M")
+    assert {t for t, _ in smol.prefill_weights} >= {"q4_1"}
+    assert {t for t, _ in gemma.prefill_weights} >= {"q5_0", "q4_K", "q6_K"}
+    assert {t for t, _ in gemma.decode_weights} >= {"q8_0"}  # the tied head is read every token
+    assert 0.8 < gemma.dense_flops / smol.dense_flops < 1.2
+    assert smol.on(UNIFORM) is smol
+    weighed = gemma.on(CPU_KERNELS)
+    assert weighed.on(CPU_KERNELS) == weighed  # idempotent: all in the reference type
+    ratio = smol.on(CPU_KERNELS).dense_flops / gemma.on(CPU_KERNELS).dense_flops
+    assert 1.5 < ratio < 2.5  # measured here: 1.6-1.9x faster per FLOP (docs/planner.md)
+    # registry entries split their quant by type too
+    q4km = cost_from_ref(REG.resolve("qwen2.5-coder:7b:q4_k_m"))
+    assert dict(q4km.prefill_weights).keys() == {"q4_K", "q6_K"}
+
+
+def test_kernel_table_by_architecture() -> None:
+    """The x86-64 table where it was measured; one rate for ARM and for GPUs."""
+    from localswarm.models.speed import CPU_KERNELS, UNIFORM, cpu_kernels
+
+    assert cpu_kernels("x86_64") is CPU_KERNELS and cpu_kernels("AMD64") is CPU_KERNELS
+    assert cpu_kernels("arm64") is UNIFORM and cpu_kernels("aarch64") is UNIFORM
+    speeds = device_speeds(reference_profiles()["RTX 4090 24 GB"])
+    assert speeds["cpu"].kernels == CPU_KERNELS.name and speeds["gpu0"].kernels == UNIFORM.name
+    mac = device_speeds(reference_profiles()["Apple M4 Pro 48 GB"])
+    assert all(d.kernels == UNIFORM.name for d in mac.values())
+
+
+def test_instances_sharing_a_device_slow_down_as_the_pair_run_measured() -> None:
+    """Without a measurement N instances split the device evenly; with a pair slowdown p,
+    each runs 1 + (p - 1)(N - 1) times slower than one alone."""
+    cost = cost_from_ref(REG.resolve("qwen2.5-coder:1.5b:q4_k_m"))
+    even = DeviceSpeed(flops=60e9, bandwidth=8e9, source="t")
+    assert even.slowdown(3, decode=True) == 3.0
+    measured = DeviceSpeed(flops=60e9, bandwidth=8e9, source="t", pair_prefill=1.9, pair_decode=1.3)
+    assert measured.slowdown(1, decode=True) == 1.0
+    assert measured.slowdown(2, decode=True) == pytest.approx(1.3)
+    assert measured.slowdown(4, decode=True) == pytest.approx(1.9)
+    one, two = (estimate_speed(cost, measured, sharing=n) for n in (1, 2))
+    assert two.decode_tps == pytest.approx(one.decode_tps / 1.3)
+    assert two.prefill_tps == pytest.approx(one.prefill_tps / 1.9)
+
+
+def test_thread_meeting_cost_is_measured_apart_and_counted_per_tensor() -> None:
+    """A 1-thread decode at 40 tok/s and a 2-thread one at 60: the 2-thread run spent
+    1/60 - 1/80 s per token meeting; it is taken off the bandwidth's share and charged to
+    each model by its tensor count (many small tensors pay more)."""
+    from localswarm.models.calibrate import RunTimings, node_seconds
+    from localswarm.models.speed import device_from_measurement
+
+    cost = cost_from_ref(REG.resolve("qwen2.5-coder:0.5b:q4_k_m"))
+    node = node_seconds(cost, [RunTimings(16, 100, 48, 40), RunTimings(16, 200, 48, 60)])
+    assert node * cost.tensors == pytest.approx(1 / 60 - 1 / 80)
+    assert node_seconds(cost, [RunTimings(16, 100, 48, 40), RunTimings(16, 200, 48, 90)]) == 0.0
+    d = device_from_measurement(cost, prompt_tokens=256, prefill_tps=300, decode_pos=272,
+                                decode_tps=60, source="t", node_seconds=node)
+    assert d.decode_node_seconds == pytest.approx(node)
+    assert 1 / cost.decode_seconds_per_token(d, 272) == pytest.approx(60)  # round trip
+    plain = device_from_measurement(cost, prompt_tokens=256, prefill_tps=300, decode_pos=272,
+                                    decode_tps=60, source="t")
+    assert d.bandwidth > plain.bandwidth  # the weights were read faster than it looked
+    big = cost_from_ref(REG.resolve("qwen2.5-coder:7b:q4_k_m"))
+    # a 7B's bytes dwarf the meeting: it is predicted faster than without the split
+    assert 1 / big.decode_seconds_per_token(d, 272) > 1 / big.decode_seconds_per_token(plain, 272)
