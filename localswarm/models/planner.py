@@ -35,6 +35,7 @@ from .gguf_meta import GGUFMeta, read_gguf_meta
 from .registry import ModelRef, Registry, embedded_model_path, load_registry
 from .speed import (
     DEFAULT_LATENCY_TARGET,
+    REFERENCE_FOLLOW_UP_TOKENS,
     DeviceSpeed,
     SpeedEstimate,
     cost_from_meta,
@@ -568,6 +569,9 @@ def _build(ctx: _Ctx, ref: ModelRef, n: int, est: dict[str, MemoryEstimate],
                        f"{speed.output_tokens} output tokens): {speed.seconds:.0f} s per instance "
                        f"(prefill {speed.prefill_tps:.0f} tok/s, decode {speed.decode_tps:.1f} "
                        f"tok/s with {speed.sharing} sharing a device; {speed.source})")
+        reasons.append(f"a later turn of the conversation, its first turn in the prompt cache "
+                       f"({REFERENCE_FOLLOW_UP_TOKENS} new prompt + {speed.output_tokens} output "
+                       f"tokens): {speed.later_turn_seconds:.0f} s")
     return Plan(
         model_id=ref.id, family=ref.family.id, size=ref.variant.size, quant=ref.quant.quant,
         gguf_file=ref.file, hf_repo=ref.hf_repo, file_size=ref.quant.size,

@@ -38,6 +38,10 @@ from .registry import ModelRef
 
 REFERENCE_PROMPT_TOKENS = 2845
 REFERENCE_OUTPUT_TOKENS = 256
+#: A later turn of the same conversation: its new prompt tokens (a short message or a small
+#: tool result) after the first turn, which the slot's prompt cache holds; the same output.
+#: bench/prompt_cache.py measured opencode's second turn processing 39 of 2231 prompt tokens.
+REFERENCE_FOLLOW_UP_TOKENS = 256
 DEFAULT_LATENCY_TARGET = 30.0
 
 # Fractions of a published peak that llama.cpp reaches: assumed from public llama.cpp
@@ -323,9 +327,9 @@ class ModelCost:
                 + self.attention_flops(pos) / device.attention_rate
                 + self.tensors * device.decode_node_seconds)
 
-    def prefill_seconds_per_token(self, device: DeviceSpeed, prompt: int) -> float:
-        """Mean seconds per prompt token over a prompt of ``prompt`` tokens from empty."""
-        return self.on(device.kernel_rates).prefill_flops_per_token(prompt) / device.flops
+    def prefill_seconds_per_token(self, device: DeviceSpeed, prompt: int, start: int = 0) -> float:
+        """Mean seconds per prompt token over positions ``start`` to ``prompt``."""
+        return self.on(device.kernel_rates).prefill_flops_per_token(prompt, start) / device.flops
 
 
 def _attn(arch: str, layers: int, heads: int, head_dim: int, window: int | None,
@@ -423,6 +427,9 @@ class SpeedEstimate:
     output_tokens: int
     sharing: int
     source: str
+    #: a later turn that finds the conversation in the prompt cache: only its
+    #: :data:`REFERENCE_FOLLOW_UP_TOKENS` new prompt tokens are processed, deep in the context
+    later_turn_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -442,8 +449,14 @@ def estimate_speed(cost: ModelCost, device: DeviceSpeed, *, sharing: int = 1,
     prefill = 1.0 / device.slowdown(share, decode=False) / cost.prefill_seconds_per_token(device, prompt_tokens)
     decode = 1.0 / device.slowdown(share, decode=True) / cost.decode_seconds_per_token(
         device, prompt_tokens + output_tokens / 2)
+    held = prompt_tokens + output_tokens  # in the slot's cache when the next turn comes
+    new = REFERENCE_FOLLOW_UP_TOKENS
+    later = (new * device.slowdown(share, decode=False) * cost.prefill_seconds_per_token(device, held + new, held)
+             + output_tokens * device.slowdown(share, decode=True)
+             * cost.decode_seconds_per_token(device, held + new + output_tokens / 2))
     return SpeedEstimate(prefill_tps=prefill, decode_tps=decode, prompt_tokens=prompt_tokens,
-                         output_tokens=output_tokens, sharing=share, source=device.source)
+                         output_tokens=output_tokens, sharing=share, source=device.source,
+                         later_turn_seconds=later)
 
 
 def device_from_measurement(cost: ModelCost, *, prompt_tokens: int, prefill_tps: float,

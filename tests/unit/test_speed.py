@@ -272,3 +272,20 @@ def test_thread_meeting_cost_is_measured_apart_and_counted_per_tensor() -> None:
     big = cost_from_ref(REG.resolve("qwen2.5-coder:7b:q4_k_m"))
     # a 7B's bytes dwarf the meeting: it is predicted faster than without the split
     assert 1 / big.decode_seconds_per_token(d, 272) > 1 / big.decode_seconds_per_token(plain, 272)
+
+
+def test_a_later_turn_in_the_prompt_cache_is_estimated_apart() -> None:
+    """The plan reports a later turn separately: only its new tokens are prefilled (deep in
+    the context), so it takes a fraction of the first turn; the plan's reasons say both."""
+    from localswarm.models.speed import REFERENCE_FOLLOW_UP_TOKENS
+
+    cost = cost_from_ref(REG.resolve("qwen2.5-coder:1.5b:q4_k_m"))
+    e = estimate_speed(cost, CALIBRATED["cpu"])
+    assert 0 < e.later_turn_seconds < e.seconds / 2
+    # its prefill runs deeper in the context than the first turn's average token
+    assert cost.prefill_seconds_per_token(CALIBRATED["cpu"], 3357, 3101) > \
+        cost.prefill_seconds_per_token(CALIBRATED["cpu"], 2845)
+    p = plan(TWO_CORES, speeds=CALIBRATED, locate=NOWHERE)
+    later = [r for r in p.reasons if r.startswith("a later turn")]
+    assert later and f"{REFERENCE_FOLLOW_UP_TOKENS} new prompt" in later[0]
+    assert p.speed is not None and p.to_dict()["speed"]["later_turn_seconds"] == p.speed.later_turn_seconds
