@@ -31,19 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from docs_section import write_section  # noqa: E402
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 from memory_estimate import find_llama_server  # noqa: E402
+
+from localswarm.models.speed import bytes_per_weight  # noqa: E402
 
 SECTION = "Kernel rates per weight type"
 TYPES = ("f16", "q8_0", "q6_K", "q5_K", "q5_0", "q4_K", "q4_1", "q4_0")
 SHAPE = "m=4096,n={n},k=14336,bs=.1,1.,nr=.1,1.,per=.0,1,2,3.,k_v=0,o=1"
 _RATE = re.compile(r"([0-9.]+) (G|T|M)FLOPS")
-
-
-def bytes_per_weight(name: str) -> float:
-    """Bytes per weight of a ggml type (``q4_K``: 144 bytes per 256 weights)."""
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]]
-    return size / block
 
 
 def flops(tool: Path, type_name: str, n: int) -> float:
