@@ -9,7 +9,7 @@ device figures (:func:`localswarm.models.speed.device_from_measurement`) and cac
 
 On a CPU with two cores or more it then runs the first request on two servers at once, the
 threads split between them as ``up`` splits them: how much each slows down when two
-instances share the CPU (one 2-thread llama-server on this 2-core VM decodes only 1.4x as
+instances share the CPU (one 2-thread llama-server on this 2-core VM decodes only 1.5x as
 fast as a 1-thread one, so two instances lose far less than half each); and a short decode on
 one thread and on two, whose difference is what the threads spend meeting at each node of the
 graph (it weighs on a small model, with many small matrices, far more than on a large one).

@@ -10,9 +10,11 @@
   ``pair_decode``: how many times slower each ran); that slowdown is extended linearly,
   ``1 + (pair - 1) x (N - 1)`` (a 2-core CPU splits into two 1-thread instances that each
   keep most of a 2-thread one's decode rate);
-- on a CPU, llama.cpp's matmul kernel runs each weight type at its own rate: every tensor's
-  FLOPs and bytes are divided by its type's rate relative to Q8_0 (:data:`CPU_KERNELS`,
-  measured by ``bench/kernel_rates.py``), so a CPU's figures are "Q8_0-kernel" FLOP/s and B/s.
+- on an x86-64 CPU, llama.cpp's matmul kernel prefills each weight type at its own rate:
+  every tensor's FLOPs are divided by its type's rate relative to Q8_0 (:data:`CPU_KERNELS`,
+  measured by ``bench/kernel_rates.py``), and decode counts weights (as Q8_0 bytes), not
+  bytes, bounded by the memory's published bandwidth where known; a CPU's figures are then
+  "Q8_0-kernel" FLOP/s and B/s. Decode also pays the threads' meeting at every tensor.
 
 A device's effective figures come from a calibration run on this machine
 (:mod:`localswarm.models.calibrate`), else, for a GPU, from the peaks its driver reports
