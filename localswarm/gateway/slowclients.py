@@ -12,12 +12,19 @@ concurrency slot, for ever. Two guards close that gap:
   a kept-alive one, the client has ``header_timeout`` seconds to finish its request head
   (``CRLF CRLF``) and ``max_header_bytes`` bytes to do it in. Too slow: ``408`` and the
   connection is closed (just closed if it sent nothing); too large: ``431`` and closed.
-  The bytes are counted as they arrive, before the HTTP parser sees them. A request
-  answered before its body arrived (401, 413) closes the connection.
+  The bytes are counted as they arrive, before the HTTP parser sees them.
 - :class:`BodyTimeoutMiddleware` (ASGI) gives the body ``body_timeout`` seconds from the
   moment the head was complete; past that the request is answered ``408`` with
   ``Connection: close`` (OpenAI's error shape). The size of a body is bounded where it
-  is read (``max_body_bytes``, 413).
+  is read (``max_body_bytes``, 413). A request answered before its body was read (a 401
+  from the key check, a 404, a 413 past the limit) first has the rest of its body read and
+  dropped, up to ``DRAIN_BYTES``: uvicorn closes a connection whose request body is left
+  unread, silently, after the answer, and a client that had already put it back in its
+  keep-alive pool sent its next request into the close and got a reset (CI saw
+  ``ConnectionResetError`` on the request after a 401). A body declared larger than that,
+  or one that has not come within ``EARLY_ANSWER_GRACE`` (1 s; a trickling client is not
+  kept on), is not waited for: the answer goes out with ``Connection: close`` and the
+  connection closes.
 
 :func:`server_options` is what ``runner.run`` passes to ``uvicorn.Config``.
 """
@@ -28,16 +35,21 @@ import asyncio
 import logging
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localswarm.config import Settings
 from localswarm.gateway.errors import APIError
+from localswarm.gateway.validation import DRAIN_BYTES
 
 __all__ = ["BodyTimeout", "BodyTimeoutMiddleware", "guarded_protocol", "server_options"]
 
 logger = logging.getLogger(__name__)
 
 _END_OF_HEAD = b"\r\n\r\n"
+#: how long an answer given before its request body was read waits for the rest of that body
+#: (a client sends its body at once; one that trickles it gets the answer and a closed connection)
+EARLY_ANSWER_GRACE = 1.0
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -90,8 +102,9 @@ def guarded_protocol(base: type[asyncio.Protocol], *, header_timeout: float,
         def on_response_complete(self) -> None:
             cycle = getattr(self, "cycle", None)
             if cycle is not None and getattr(cycle, "more_body", False) and not self.transport.is_closing():
-                # Answered before its body arrived (a 401, a 413): the connection cannot carry
-                # another request, and the rest of that body is not worth waiting for.
+                # Answered before its body arrived and BodyTimeoutMiddleware gave up on it (too
+                # large, too slow; its answer said ``Connection: close``): the connection cannot
+                # carry another request.
                 self._awaiting_head = False
                 self._cancel_head_timer()
                 self.transport.close()
@@ -150,7 +163,8 @@ class BodyTimeout(APIError):
 
 
 class BodyTimeoutMiddleware:
-    """Answers 408 (``Connection: close``) when a request body takes over ``timeout`` seconds."""
+    """Answers 408 (``Connection: close``) when a request body takes over ``timeout`` seconds,
+    and reads the rest of a body the app answered without reading (see the module's doc)."""
 
     def __init__(self, app: ASGIApp, *, timeout: float) -> None:
         self.app = app
@@ -163,25 +177,47 @@ class BodyTimeoutMiddleware:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         body_done = False
+        received = 0
         started = False
 
-        async def guarded_receive() -> Message:
-            nonlocal body_done
+        async def guarded_receive(until: float | None = None) -> Message:
+            nonlocal body_done, received
             if body_done:  # after the body: waiting for a disconnect is not bounded
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                message = await asyncio.wait_for(receive(), max(0.0, (until or deadline) - loop.time()))
             except asyncio.TimeoutError:
+                if until is not None:
+                    raise
                 client = scope.get("client")
                 logger.warning("request body from %s not received within %g s: 408",
                                client[0] if client else "?", self.timeout)
                 raise BodyTimeout(self.timeout) from None
+            received += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
 
+        async def drop_unread_body() -> bool:
+            """Read and drop what is left of the body; False when it was not worth waiting for."""
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) - received > DRAIN_BYTES:
+                return False
+            limit, until = received + DRAIN_BYTES, min(deadline, loop.time() + EARLY_ANSWER_GRACE)
+            try:
+                while not body_done and received <= limit:
+                    await guarded_receive(until)
+            except asyncio.TimeoutError:
+                return False
+            return body_done
+
         async def tracked_send(message: Message) -> None:
             nonlocal started
+            if message["type"] == "http.response.start" and not started and not body_done \
+                    and not await drop_unread_body():
+                # the connection closes after this answer: say so, or a client that pooled it
+                # sends its next request into the close and gets a reset
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             started = started or message["type"] == "http.response.start"
             await send(message)
 

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from localswarm.config import Settings
 from localswarm.gateway.errors import APIError
-from localswarm.gateway.slowclients import BodyTimeoutMiddleware, server_options
+from localswarm.gateway.slowclients import EARLY_ANSWER_GRACE, BodyTimeoutMiddleware, server_options
 from localswarm.gateway.validation import DRAIN_BYTES, read_json
 from localswarm.supervisor.instance import free_port
 
@@ -39,6 +39,11 @@ async def echo(request: Request) -> Response:
 
 async def capped(request: Request) -> Response:
     return PlainTextResponse(str(await read_json(request, max_bytes=1000)))
+
+
+async def refuse(request: Request) -> Response:
+    """Answers without reading the body, as the API-key check's 401 does."""
+    raise APIError(401, "Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key")
 
 
 async def slow(request: Request) -> Response:
@@ -58,7 +63,8 @@ async def api_error(request: Request, exc: Exception) -> Response:
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
     app = Starlette(routes=[Route("/echo", echo, methods=["POST", "GET"]), Route("/slow", slow),
-                            Route("/capped", capped, methods=["POST"])],
+                            Route("/capped", capped, methods=["POST"]),
+                            Route("/refuse", refuse, methods=["POST"])],
                     middleware=[Middleware(BodyTimeoutMiddleware, timeout=SETTINGS.body_timeout)],
                     exception_handlers={APIError: api_error})
     port = free_port()
@@ -213,3 +219,41 @@ def test_a_body_far_over_the_limit_is_not_read(server: int) -> None:
     sock.sendall(f"POST /capped HTTP/1.1\r\nHost: x\r\nContent-Length: {DRAIN_BYTES + 2000}\r\n\r\n".encode())
     assert _read_all(sock).startswith(b"HTTP/1.1 413 ")
     sock.close()
+
+
+@pytest.mark.parametrize("path", ["/refuse", "/nowhere"])
+def test_an_answer_before_the_body_was_read_keeps_the_connection(server: int, path: str) -> None:
+    """A 401 (or 404) the app sends without reading the body: the rest of the body is read
+    first, so the keep-alive connection stays usable. CI saw the failure this prevents: the
+    connection was closed, silently, after the answer, and httpx, which had pooled it, got
+    ``Connection reset by peer`` on its next request (tests/integration/test_security.py).
+    The head goes first and the body a moment later, so the app answers before the body."""
+    sock = _connect(server)
+    body = b'{"model": "swarm", "messages": [{"role": "user", "content": "hi"}]}'
+    for _ in range(3):
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)))
+        time.sleep(0.3)
+        sock.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith((b"}", b"Not Found")):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {answer[:60]!r}"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401 " if path == "/refuse" else b"HTTP/1.1 404 "), answer[:60]
+        assert b"connection: close" not in answer.lower()
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+
+
+def test_a_body_not_waited_for_is_answered_with_connection_close(server: int) -> None:
+    """A body that has not come within EARLY_ANSWER_GRACE after an early answer: the answer
+    says ``Connection: close`` (a client then does not reuse the connection) and it closes."""
+    sock = _connect(server)
+    started = time.monotonic()
+    sock.sendall(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"connection: close" in answer.lower()
+    assert EARLY_ANSWER_GRACE - 0.1 < time.monotonic() - started < SETTINGS.body_timeout
