@@ -18,9 +18,10 @@ concurrency slot, for ever. Two guards close that gap:
   ``Connection: close`` (OpenAI's error shape). The size of a body is bounded where it
   is read (``max_body_bytes``, 413). A request answered before its body was read (a 401
   from the key check, a 404, a 413 past the limit) first has the rest of its body read and
-  dropped, up to ``DRAIN_BYTES``: uvicorn closes a connection whose request body is left
-  unread, silently, after the answer, and a client that had already put it back in its
-  keep-alive pool sent its next request into the close and got a reset (CI saw
+  dropped, up to ``DRAIN_BYTES``: the guard above closes a connection whose request was
+  answered before its body arrived (it cannot carry another request), and a client that had
+  already put it back in its keep-alive pool sent its next request into the close and got a
+  reset (CI saw
   ``ConnectionResetError`` on the request after a 401). A body declared larger than that,
   or one that has not come within ``EARLY_ANSWER_GRACE`` (1 s; a trickling client is not
   kept on), is not waited for: the answer goes out with ``Connection: close`` and the
