@@ -129,6 +129,10 @@ def run_size(k: int, *, instances: int, requests: int, work: Path, fake_delay: f
             t_mesh = _poll("full mesh", nodes, mesh, 60)
             _poll("every instance ready", nodes,
                   lambda: all(n.get("/health").status_code == 200 for n in nodes), 120)
+            # Each node's view again: a peer probed while its instances were still loading
+            # answered 503 and stays down (backing off) for a moment after it is ready; a vote
+            # sent in that moment leaves it out (CI saw "vote counted 2 nodes" once).
+            _poll("every peer seen ready", nodes, mesh, 60)
             ids = {n.get("/localswarm/status").json()["federation"]["node_id"] for n in nodes}
             body = {"messages": [{"role": "user", "content": "Write add(a, b) in Python."}], "max_tokens": 32}
             nodes[0].post("/v1/chat/completions", body)  # warm-up (connections, first-call costs)
