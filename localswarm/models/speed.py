@@ -356,6 +356,8 @@ QUANT_TYPES: dict[str, tuple[tuple[str, float], ...]] = {
     "q4_1": (("q4_1", 1.0),),
     "q5_0": (("q5_0", 1.0),),
     "f16": (("f16", 1.0),),
+    "fp16": (("f16", 1.0),),
+    "bf16": (("f16", 1.0),),
 }
 
 
@@ -365,7 +367,7 @@ TENSORS_PER_LAYER = 9
 
 
 def _split(quant: str, amount: float) -> tuple[tuple[str, float], ...]:
-    mix = QUANT_TYPES.get(quant.lower(), (("f16", 1.0),) if quant.lower() in ("bf16", "fp16") else (("", 1.0),))
+    mix = QUANT_TYPES.get(quant.lower(), (("", 1.0),))  # an unknown quant: one rate
     return tuple((t, amount * share) for t, share in mix)
 
 

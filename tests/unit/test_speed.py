@@ -17,6 +17,7 @@ from localswarm.models.speed import (
     estimate_speed,
     published,
 )
+from tests.helpers import load_bench
 
 GiB = 1024**3
 REG = load_registry()
@@ -191,13 +192,7 @@ def test_nvml_peaks_are_the_gpu_prior_and_a_calibration_replaces_them() -> None:
 
 
 def _local(name: str):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from memory_estimate import local_models
-
-    path = local_models().get(name)
+    path = load_bench("memory_estimate").local_models().get(name)
     if path is None:
         pytest.skip(f"{name} not installed")
     return cost_from_meta(read_gguf_meta(path))
